@@ -1,0 +1,238 @@
+"""Everything a run writes: TensorBoard, history.json/.npz, checkpoints, summary, plots, GIF.
+
+All files go under one run directory (Hydra's output directory) and are written atomically: to a
+temporary file in the same directory, then renamed, so an interrupted run never leaves a torn
+file behind.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+SMOOTHING = 0.9  # weight of the past in the smoothed return curve
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(_jsonable(obj), indent=2) + "\n").encode())
+
+
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON: tensors and arrays to lists, non-finite floats to null."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (torch.Tensor, np.ndarray)):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, np.integer)):
+        return _jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+class History:
+    """Episode returns per agent and per-update losses, keyed by environment step."""
+
+    def __init__(self, agents: tuple[str, ...]):
+        self.agents = agents
+        self.episodes: dict[str, Any] = {"env_step": [], "returns": {a: [] for a in agents}}
+        self.updates: dict[str, dict[str, list[float]]] = {}
+        self.evaluations: dict[str, list[float]] = {}
+
+    def add_episode(self, env_step: int, returns: dict[str, float]) -> None:
+        self.episodes["env_step"].append(env_step)
+        for a in self.agents:
+            self.episodes["returns"][a].append(returns[a])
+
+    def add_update(self, learner: str, env_step: int, losses: dict[str, float]) -> None:
+        rec = self.updates.setdefault(learner, {"env_step": []})
+        rec["env_step"].append(env_step)
+        for k, v in losses.items():
+            rec.setdefault(k, []).append(v)
+
+    def add_evaluation(self, env_step: int, values: dict[str, float]) -> None:
+        self.evaluations.setdefault("env_step", []).append(env_step)
+        for k, v in values.items():
+            self.evaluations.setdefault(k, []).append(v)
+
+    def state_dict(self) -> dict:
+        return {"episodes": self.episodes, "updates": self.updates, "evaluations": self.evaluations}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.episodes = state["episodes"]
+        self.updates = state["updates"]
+        self.evaluations = state.get("evaluations", {})
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Flat numeric arrays for history.npz (``episodes/returns/<agent>`` and so on)."""
+        out = {"episodes/env_step": np.asarray(self.episodes["env_step"], dtype=np.int64)}
+        for a, v in self.episodes["returns"].items():
+            out[f"episodes/returns/{a}"] = np.asarray(v, dtype=np.float64)
+        for learner, rec in self.updates.items():
+            for k, v in rec.items():
+                dtype = np.int64 if k == "env_step" else np.float64
+                out[f"updates/{learner}/{k}"] = np.asarray(v, dtype=dtype)
+        for k, v in self.evaluations.items():
+            out[f"evaluations/{k}"] = np.asarray(v, dtype=np.float64)
+        return out
+
+
+class RunArtifacts:
+    """The run directory and its writers."""
+
+    def __init__(self, run_dir: Path | str, agents: tuple[str, ...], tensorboard: bool = True):
+        self.dir = Path(run_dir).resolve()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.history = History(agents)
+        self._smoothed: dict[str, float] = {}
+        self._writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.dir / "tb"))
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.dir / "checkpoints" / "last.pt"
+
+    # ------------------------------------------------------------------ logging
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        if self._writer is not None and value is not None and math.isfinite(value):
+            self._writer.add_scalar(tag, value, step)
+
+    def log_episodes(self, episodes: list[tuple[int, dict[str, float]]]) -> None:
+        for env_step, returns in episodes:
+            self.history.add_episode(env_step, returns)
+            for a, r in returns.items():
+                prev = self._smoothed.get(a)
+                self._smoothed[a] = r if prev is None else SMOOTHING * prev + (1 - SMOOTHING) * r
+                self.scalar(f"charts/episodic_return/{a}", r, env_step)
+                self.scalar(f"charts/smoothed_return/{a}", self._smoothed[a], env_step)
+
+    def log_losses(self, env_step: int, losses: dict[str, dict[str, float]]) -> None:
+        for learner, values in losses.items():
+            if not values:
+                continue
+            self.history.add_update(learner, env_step, values)
+            for k, v in values.items():
+                self.scalar(f"losses/{learner}/{k}", v, env_step)
+
+    def recent_returns(self, window: int = 20) -> dict[str, float]:
+        out = {}
+        for a, v in self.history.episodes["returns"].items():
+            if v:
+                tail = v[-window:]
+                out[a] = sum(tail) / len(tail)
+        return out
+
+    # ------------------------------------------------------------------ files
+    def write_history(self) -> None:
+        atomic_write_json(self.dir / "history.json", self.history.state_dict())
+        buf = io.BytesIO()
+        np.savez(buf, **self.history.arrays())
+        atomic_write_bytes(self.dir / "history.npz", buf.getvalue())
+
+    def save_checkpoint(self, state: dict) -> None:
+        atomic_torch_save(self.checkpoint_path, state)
+
+    def save_policy(self, state: dict) -> None:
+        atomic_torch_save(self.dir / "policy.pt", state)
+
+    def write_summary(self, summary: dict) -> None:
+        atomic_write_json(self.dir / "summary.json", summary)
+
+    def write_plots(self) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        plots = self.dir / "plots"
+        plots.mkdir(exist_ok=True)
+        fig, ax = plt.subplots(figsize=(7, 4))
+        steps = np.asarray(self.history.episodes["env_step"])
+        for a, v in self.history.episodes["returns"].items():
+            if v:
+                ax.plot(steps, _ema(np.asarray(v)), label=a)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel(f"episodic return (EMA {SMOOTHING})")
+        if len(steps):
+            ax.legend(fontsize="small")
+        fig.tight_layout()
+        _save_fig(fig, plots / "returns.png")
+        plt.close(fig)
+
+        keys = ("policy_loss", "value_loss", "entropy")
+        fig, axes = plt.subplots(1, len(keys), figsize=(12, 3.5))
+        for ax, key in zip(axes, keys, strict=True):
+            for learner, rec in self.history.updates.items():
+                if key in rec:
+                    ax.plot(rec["env_step"], rec[key], label=learner)
+            ax.set_title(key)
+            ax.set_xlabel("environment steps")
+        if self.history.updates:
+            axes[0].legend(fontsize="small")
+        fig.tight_layout()
+        _save_fig(fig, plots / "losses.png")
+        plt.close(fig)
+
+    def write_gif(self, frames: list[np.ndarray], fps: int = 10) -> None:
+        from PIL import Image
+
+        if not frames:
+            return
+        images = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
+        buf = io.BytesIO()
+        images[0].save(
+            buf, format="GIF", save_all=True, append_images=images[1:], duration=1000 // fps, loop=0
+        )
+        atomic_write_bytes(self.dir / "rollout.gif", buf.getvalue())
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+            self._writer.close()
+            self._writer = None
+
+
+def _ema(values: np.ndarray) -> np.ndarray:
+    out = np.empty_like(values, dtype=np.float64)
+    acc = values[0] if len(values) else 0.0
+    for i, v in enumerate(values):
+        acc = SMOOTHING * acc + (1 - SMOOTHING) * v if i else v
+        out[i] = acc
+    return out
+
+
+def _save_fig(fig, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    atomic_write_bytes(path, buf.getvalue())

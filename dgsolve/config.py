@@ -1,0 +1,191 @@
+"""Typed schemas for every config group, registered in Hydra's ConfigStore.
+
+Each YAML option in ``conf/<group>/`` names its schema in its defaults list
+(``- base_<schema>``), so an unknown key or a value of the wrong type fails when Hydra composes
+the config, before any work starts. The library itself only reads attributes from these objects;
+it works the same with a plain ``OmegaConf.structured(...)`` config built from Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+# --------------------------------------------------------------------------- hardware
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@dataclass
+class HardwareConfig:
+    device: Device = Device.auto
+    threads: int = 0
+
+
+# --------------------------------------------------------------------------- task
+@dataclass
+class TaskConfig:
+    name: str = MISSING
+
+
+@dataclass
+class TrainTaskConfig(TaskConfig):
+    name: str = "train"
+    eval_episodes: int = 20
+    checkpoint_every: int = 10
+    progress: bool = True
+    render: bool = True
+
+
+# --------------------------------------------------------------------------- hierarchy
+class HierarchyMode(str, Enum):
+    simultaneous = "simultaneous"
+    leader_follower = "leader_follower"
+
+
+class FollowerObserves(str, Enum):
+    action = "action"
+    queries = "queries"
+
+
+@dataclass
+class HierarchyConfig:
+    mode: HierarchyMode = HierarchyMode.simultaneous
+    action_sequence: list[list[str]] | None = None
+    follower_observes: FollowerObserves = FollowerObserves.action
+
+
+# --------------------------------------------------------------------------- env
+@dataclass
+class EnvConfig:
+    name: str = MISSING
+    family: str = MISSING
+    num_envs: int = 8
+    leader: str | None = None
+    render: bool = False
+
+
+@dataclass
+class PettingZooEnvConfig(EnvConfig):
+    family: str = "pettingzoo"
+    factory: str = MISSING
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    max_cycles: int | None = None
+    wrap_aec: bool = False
+
+
+@dataclass
+class MPEEnvConfig(EnvConfig):
+    family: str = "mpe"
+    factory: str = MISSING
+    max_cycles: int = 25
+    continuous_actions: bool = False
+    render: bool = True
+    dynamic_rescaling: bool = True
+
+
+@dataclass
+class SimpleAdversaryConfig(MPEEnvConfig):
+    N: int = 2
+
+
+@dataclass
+class SimpleSpreadConfig(MPEEnvConfig):
+    N: int = 3
+    local_ratio: float = 0.5
+
+
+@dataclass
+class SimpleTagConfig(MPEEnvConfig):
+    num_good: int = 1
+    num_adversaries: int = 3
+    num_obstacles: int = 2
+
+
+@dataclass
+class SimpleReferenceConfig(MPEEnvConfig):
+    local_ratio: float = 0.5
+
+
+@dataclass
+class SimpleWorldCommConfig(MPEEnvConfig):
+    num_good: int = 2
+    num_adversaries: int = 4
+    num_obstacles: int = 1
+    num_food: int = 2
+    num_forests: int = 2
+
+
+# --------------------------------------------------------------------------- algo
+@dataclass
+class AlgoConfig:
+    name: str = MISSING
+    solver: str = MISSING
+
+
+@dataclass
+class PPOConfig(AlgoConfig):
+    solver: str = "ppo"
+    total_timesteps: int = 200_000
+    num_steps: int = 128
+    num_epochs: int = 4
+    num_minibatches: int = 4
+    lr: float = 3e-4
+    anneal_lr: bool = True
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_coef: float = 0.2
+    clip_vloss: bool = True
+    norm_adv: bool = True
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    target_kl: float | None = None
+    share_policy: bool = False
+    follower_updates_per_leader: int = 1
+    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
+
+
+# --------------------------------------------------------------------------- root
+@dataclass
+class DGSolveConfig:
+    seed: int = 0
+    resume: str | None = None
+    task: Any = MISSING
+    env: Any = MISSING
+    algo: Any = MISSING
+    hierarchy: HierarchyConfig = field(default_factory=HierarchyConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+
+
+SCHEMAS: dict[str, dict[str, type]] = {
+    "env": {
+        "pettingzoo": PettingZooEnvConfig,
+        "mpe": MPEEnvConfig,
+        "simple_adversary": SimpleAdversaryConfig,
+        "simple_spread": SimpleSpreadConfig,
+        "simple_tag": SimpleTagConfig,
+        "simple_reference": SimpleReferenceConfig,
+        "simple_world_comm": SimpleWorldCommConfig,
+    },
+    "algo": {"ppo": PPOConfig},
+    "hierarchy": {"hierarchy": HierarchyConfig},
+    "hardware": {"hardware": HardwareConfig},
+    "task": {"train": TrainTaskConfig},
+}
+
+
+def register_configs() -> None:
+    """Store every schema as ``<group>/base_<name>`` and the root as ``base_config``."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=DGSolveConfig)
+    for group, schemas in SCHEMAS.items():
+        for name, node in schemas.items():
+            cs.store(group=group, name=f"base_{name}", node=node)

@@ -1,0 +1,1 @@
+"""Evaluation: returns, equilibrium references and gaps, cross-play."""

@@ -1,0 +1,72 @@
+"""Game families, found by ``env.family`` in one table.
+
+``make(env_cfg, device)`` builds a batched :class:`~dgsolve.games.base.Game` on ``device``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dgsolve.errors import ConfigError
+from dgsolve.games.base import AgentSpec, Game, TimeStep
+
+__all__ = ["AgentSpec", "Game", "TimeStep", "make", "FAMILIES"]
+
+#: MPE config fields that are dgsolve's, not the scenario's keyword arguments.
+_MPE_OWN_FIELDS = {"name", "family", "num_envs", "leader", "render", "factory"}
+
+
+def _plain(cfg) -> dict:
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    return dict(vars(cfg))
+
+
+def _make_pettingzoo(cfg, device: torch.device) -> Game:
+    from dgsolve.games.pettingzoo import PettingZooGame, import_factory
+
+    factory = import_factory(cfg.factory)
+    kwargs = _plain(cfg.kwargs) if cfg.kwargs else {}
+    return PettingZooGame(
+        functools.partial(factory, **kwargs),
+        num_envs=cfg.num_envs,
+        device=device,
+        max_cycles=cfg.max_cycles,
+        leader=cfg.leader,
+        can_render=cfg.render,
+        wrap_aec=cfg.wrap_aec,
+    )
+
+
+def _make_mpe(cfg, device: torch.device) -> Game:
+    from dgsolve.games.pettingzoo import PettingZooGame, import_factory
+
+    factory = import_factory(cfg.factory)
+    kwargs = {k: v for k, v in _plain(cfg).items() if k not in _MPE_OWN_FIELDS}
+    return PettingZooGame(
+        functools.partial(factory, **kwargs),
+        num_envs=cfg.num_envs,
+        device=device,
+        leader=cfg.leader,
+        can_render=cfg.render,
+    )
+
+
+FAMILIES: dict[str, Callable[..., Game]] = {
+    "pettingzoo": _make_pettingzoo,
+    "mpe": _make_mpe,
+}
+
+
+def make(env_cfg, device: torch.device | str = "cpu") -> Game:
+    """Build the game that ``env_cfg.family`` names."""
+    family = env_cfg.family
+    if family not in FAMILIES:
+        raise ConfigError(f"unknown env.family '{family}'; known: {sorted(FAMILIES)}")
+    if hasattr(env_cfg, "validate"):
+        env_cfg.validate()
+    return FAMILIES[family](env_cfg, torch.device(device))

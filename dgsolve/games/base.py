@@ -1,0 +1,108 @@
+"""The batched Game interface every solver talks to (see DESIGN.md, "The Game interface").
+
+A Game steps ``num_envs`` copies of one game together. Tensors live on ``game.device`` and are
+keyed by agent name. Finished copies reset themselves inside :meth:`Game.step`: the returned
+:class:`TimeStep` carries the reward of the finishing step exactly once, the first observation of
+the new game in ``obs``, and the last observation of the old one in ``final_obs`` (for
+bootstrapping truncated games).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """What one agent observes and how it acts.
+
+    Exactly one of ``num_actions`` (discrete) and ``action_dim`` (continuous, a Box with bounds
+    ``low``/``high`` per dimension) is set.
+    """
+
+    obs_dim: int
+    num_actions: int | None = None
+    action_dim: int | None = None
+    low: tuple[float, ...] | None = None
+    high: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.num_actions is None) == (self.action_dim is None):
+            raise ValueError("AgentSpec needs exactly one of num_actions and action_dim")
+
+    @property
+    def discrete(self) -> bool:
+        return self.num_actions is not None
+
+    @property
+    def action_size(self) -> int:
+        """Width of the action as a follower sees it: one-hot size or vector size."""
+        return self.num_actions if self.discrete else self.action_dim
+
+
+@dataclass
+class TimeStep:
+    """One batched transition result; every tensor has leading dimension ``num_envs``.
+
+    ``acting[agent]`` is true where the agent decides at this observation (turn-based games, or
+    agents that have not finished early); a solver ignores decisions where it is false.
+    ``final_obs`` holds, where ``terminated | truncated``, the last observation of the game that
+    just ended (elsewhere it repeats ``obs``).
+    """
+
+    obs: dict[str, torch.Tensor]
+    reward: dict[str, torch.Tensor]
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    legal: dict[str, torch.Tensor]
+    acting: dict[str, torch.Tensor]
+    final_obs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def done(self) -> torch.Tensor:
+        return self.terminated | self.truncated
+
+
+class Game(ABC):
+    """A batch of ``num_envs`` copies of one game.
+
+    Optional capabilities are declared as class attributes so solvers can check them:
+    ``can_render`` (:meth:`render_episode`), ``can_clone`` (``clone_state``/``restore_state``).
+    """
+
+    agents: tuple[str, ...]
+    num_envs: int
+    device: torch.device
+    can_render: bool = False
+    can_clone: bool = False
+    #: agent that naturally leads (``hierarchy=leader_follower``); ``None`` means the first agent.
+    leader: str | None = None
+
+    @abstractmethod
+    def spec(self, agent: str) -> AgentSpec:
+        """Observation size and action space of ``agent``."""
+
+    @abstractmethod
+    def reset(self, seed: int | None = None) -> TimeStep:
+        """Start every copy afresh; rewards are zero and nothing is done."""
+
+    @abstractmethod
+    def step(self, actions: dict[str, torch.Tensor]) -> TimeStep:
+        """Apply one joint action (``[B]`` long or ``[B, action_dim]`` float per agent)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release external resources (subprocesses, windows)."""
+
+    def render_episode(self, policy_fn, max_steps: int, seed: int) -> list[np.ndarray]:
+        """Play one greedy episode in a fresh copy and return its RGB frames."""
+        raise NotImplementedError(f"{type(self).__name__} does not render")
+
+
+def all_true(num_envs: int, width: int | None, device: torch.device) -> torch.Tensor:
+    """A boolean tensor of ones: ``[B]`` or ``[B, width]``."""
+    shape = (num_envs,) if width is None else (num_envs, width)
+    return torch.ones(shape, dtype=torch.bool, device=device)

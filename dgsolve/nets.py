@@ -1,0 +1,114 @@
+"""Policy and value networks: MLP torsos, a masked categorical head and a Gaussian head.
+
+Initialisation follows the PPO implementation details of Huang et al., "The 37 Implementation
+Details of Proximal Policy Optimization" (ICLR blog track, 2022): orthogonal weights, gain
+sqrt(2) in the torso, 0.01 on the policy head and 1 on the value head.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.distributions import Categorical, Normal
+
+from dgsolve.games.base import AgentSpec
+
+
+def layer_init(layer: nn.Linear, gain: float = math.sqrt(2), bias: float = 0.0) -> nn.Linear:
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+def mlp(in_dim: int, hidden_sizes: Sequence[int]) -> tuple[nn.Sequential, int]:
+    """A tanh MLP torso; returns the module and its output width."""
+    layers: list[nn.Module] = []
+    width = in_dim
+    for h in hidden_sizes:
+        layers += [layer_init(nn.Linear(width, h)), nn.Tanh()]
+        width = h
+    return nn.Sequential(*layers), width
+
+
+def masked_logits(logits: torch.Tensor, legal: torch.Tensor | None) -> torch.Tensor:
+    """Illegal actions get the most negative finite logit, so they are never sampled."""
+    if legal is None:
+        return logits
+    return torch.where(legal, logits, torch.finfo(logits.dtype).min)
+
+
+class ActorCritic(nn.Module):
+    """Separate actor and critic torsos (as in CleanRL's ppo.py) with one action head.
+
+    The critic may see a wider input than the actor (a centralised critic); ``critic_dim``
+    defaults to the actor's input width.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        spec: AgentSpec,
+        hidden_sizes: Sequence[int] = (64, 64),
+        critic_dim: int | None = None,
+    ):
+        super().__init__()
+        self.discrete = spec.discrete
+        self.actor_torso, width = mlp(obs_dim, hidden_sizes)
+        self.critic_torso, cwidth = mlp(critic_dim or obs_dim, hidden_sizes)
+        self.critic_head = layer_init(nn.Linear(cwidth, 1), gain=1.0)
+        if self.discrete:
+            self.actor_head = layer_init(nn.Linear(width, spec.num_actions), gain=0.01)
+        else:
+            self.actor_head = layer_init(nn.Linear(width, spec.action_dim), gain=0.01)
+            self.log_std = nn.Parameter(torch.zeros(spec.action_dim))
+
+    def value(self, critic_obs: torch.Tensor) -> torch.Tensor:
+        return self.critic_head(self.critic_torso(critic_obs)).squeeze(-1)
+
+    def distribution(self, obs: torch.Tensor, legal: torch.Tensor | None = None):
+        out = self.actor_head(self.actor_torso(obs))
+        if self.discrete:
+            return Categorical(logits=masked_logits(out, legal), validate_args=False)
+        return Normal(out, self.log_std.exp().expand_as(out), validate_args=False)
+
+    def sample(
+        self, obs: torch.Tensor, legal: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw actions and their log-probabilities (the rollout's hot path, so no
+        ``torch.distributions`` objects: they cost more than the tiny network here)."""
+        out = self.actor_head(self.actor_torso(obs))
+        if self.discrete:
+            logp_all = torch.log_softmax(masked_logits(out, legal), dim=-1)
+            action = torch.multinomial(logp_all.exp(), 1)
+            return action.squeeze(-1), logp_all.gather(-1, action).squeeze(-1)
+        std = self.log_std.exp()
+        noise = torch.randn_like(out)
+        logp = -0.5 * noise.pow(2) - self.log_std - 0.5 * math.log(2 * math.pi)
+        return out + std * noise, logp.sum(-1)
+
+    def greedy(self, obs: torch.Tensor, legal: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.actor_head(self.actor_torso(obs))
+        return masked_logits(out, legal).argmax(-1) if self.discrete else out
+
+    def log_prob_entropy(
+        self, obs: torch.Tensor, action: torch.Tensor, legal: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        dist = self.distribution(obs, legal)
+        if self.discrete:
+            return dist.log_prob(action.long()), dist.entropy()
+        return dist.log_prob(action).sum(-1), dist.entropy().sum(-1)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by part, for logging gradient norms of torsos and heads."""
+        heads = list(self.actor_head.parameters())
+        if not self.discrete:
+            heads.append(self.log_std)
+        return {
+            "actor_torso": list(self.actor_torso.parameters()),
+            "actor_head": heads,
+            "critic_torso": list(self.critic_torso.parameters()),
+            "critic_head": list(self.critic_head.parameters()),
+        }

@@ -1,0 +1,232 @@
+"""``run(cfg, run_dir)``: the one place where game, hierarchy, solver and artifacts meet."""
+
+from __future__ import annotations
+
+import platform
+import signal
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dgsolve import __version__, games, solvers
+from dgsolve.artifacts import RunArtifacts
+from dgsolve.errors import ConfigError, Interrupted, RunDirError, TrainingDiverged
+from dgsolve.eval.returns import evaluate_returns, uniform_random_actions
+from dgsolve.hierarchy import Hierarchy
+
+CHECKPOINT_VERSION = 1
+
+
+def resolve_device(hardware) -> torch.device:
+    """``auto`` picks CUDA when available; ``cuda`` without a GPU is a user error."""
+    name = getattr(hardware.device, "value", hardware.device)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("hardware=cuda but no CUDA device is visible; use hardware=cpu or auto")
+    if hardware.threads and hardware.threads > 0:
+        torch.set_num_threads(int(hardware.threads))
+    return torch.device(name)
+
+
+def load_run_config(run_dir: Path | str) -> DictConfig:
+    """The composed config of an earlier run, from its ``.hydra/config.yaml``."""
+    path = Path(run_dir).expanduser().resolve() / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise RunDirError(f"'{run_dir}' is not a dgsolve run directory (no .hydra/config.yaml)")
+    return OmegaConf.load(path)
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"dgsolve": __version__, "python": platform.python_version()}
+    for pkg in ("torch", "pettingzoo", "mpe2", "hydra-core", "numpy", "triton"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+@contextmanager
+def interruptible():
+    """Turn SIGINT/SIGTERM into a flag the training loop checks between iterations."""
+    received: list[int] = []
+
+    def handler(signum, _frame):
+        received.append(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _progress(enabled: bool):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} steps/s"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[returns]}"),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def run(cfg: DictConfig, run_dir: Path | str) -> dict:
+    """Train (or resume) the configured solver and write every artifact into ``run_dir``.
+
+    Returns the summary that was written to ``summary.json``.
+    """
+    checkpoint = None
+    if cfg.get("resume"):
+        resume_dir = Path(cfg.resume).expanduser().resolve()
+        cfg = load_run_config(resume_dir)
+        ckpt_path = resume_dir / "checkpoints" / "last.pt"
+        if not ckpt_path.is_file():
+            raise RunDirError(f"cannot resume '{resume_dir}': it has no checkpoints/last.pt")
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        run_dir = resume_dir
+    task_name = cfg.task.name
+    if task_name != "train":
+        raise ConfigError(f"unknown task '{task_name}'; known: ['train']")
+
+    device = resolve_device(cfg.hardware)
+    game = games.make(cfg.env, device)
+    hierarchy = Hierarchy.from_config(cfg.hierarchy, game.agents, game.leader)
+    solver = solvers.make(cfg.algo, game, hierarchy, device, cfg.seed)
+    art = RunArtifacts(run_dir, game.agents)
+    wall_before = 0.0
+    if checkpoint is not None:
+        solver.load_state_dict(checkpoint["solver"])
+        art.history.load_state_dict(checkpoint["history"])
+        wall_before = float(checkpoint["wall_time_s"])
+
+    started = time.perf_counter()
+    status = "completed"
+
+    def wall() -> float:
+        return wall_before + time.perf_counter() - started
+
+    def checkpoint_state() -> dict:
+        return {
+            "version": CHECKPOINT_VERSION,
+            "solver": solver.state_dict(),
+            "history": art.history.state_dict(),
+            "wall_time_s": wall(),
+        }
+
+    print(
+        f"dgsolve: {cfg.algo.name} on {game_name(cfg)} | tiers {hierarchy.describe()} | "
+        f"{device} | run dir {art.dir}"
+    )
+    try:
+        with interruptible() as signals, _progress(cfg.task.progress) as progress:
+            bar = progress.add_task(
+                "training",
+                total=solver.num_iterations,
+                completed=solver.iteration,
+                rate="-",
+                returns="",
+            )
+            step_start, t_start = solver.global_step, time.perf_counter()
+            while not solver.done:
+                metrics = solver.step()
+                art.log_episodes(metrics["episodes"])
+                art.log_losses(solver.global_step, metrics["losses"])
+                rate = (solver.global_step - step_start) / max(1e-9, time.perf_counter() - t_start)
+                art.scalar("charts/steps_per_s", rate, solver.global_step)
+                recent = art.recent_returns()
+                progress.update(
+                    bar,
+                    completed=solver.iteration,
+                    rate=f"{rate:,.0f}",
+                    returns=" ".join(f"{a}={r:.2f}" for a, r in recent.items()),
+                )
+                if solver.iteration % cfg.task.checkpoint_every == 0:
+                    art.save_checkpoint(checkpoint_state())
+                if signals:
+                    raise Interrupted
+    except Interrupted:
+        status = "interrupted"
+        art.save_checkpoint(checkpoint_state())
+        print(
+            f"dgsolve: interrupted at env step {solver.global_step}; checkpoint saved, "
+            f"continue with resume={art.dir}"
+        )
+    except TrainingDiverged:
+        art.write_history()
+        art.close()
+        raise
+
+    if status == "completed":
+        art.save_checkpoint(checkpoint_state())
+    art.save_policy(solver.policy_state())
+    wall_time = wall()
+    summary = {
+        "status": status,
+        "algo": cfg.algo.name,
+        "env": game_name(cfg),
+        "tiers": [list(t) for t in hierarchy.tiers],
+        "seed": int(cfg.seed),
+        "env_steps": int(solver.global_step),
+        "iterations": int(solver.iteration),
+        "wall_time_s": wall_time,
+        "steps_per_s": solver.global_step / max(wall_time, 1e-9),
+        "device": str(device),
+        "versions": versions(),
+    }
+    if status == "completed":
+        summary.update(final_evaluation(cfg, solver, hierarchy, device))
+        for a, r in summary["returns"].items():
+            art.scalar(f"eval/return/{a}", r, solver.global_step)
+    art.write_history()
+    art.write_summary(summary)
+    art.write_plots()
+    if status == "completed" and cfg.task.render and getattr(game, "can_render", False):
+        art.write_gif(render_rollout(game, solver, cfg))
+    art.close()
+    game.close()
+    return summary
+
+
+def game_name(cfg) -> str:
+    if cfg.env.family == "pettingzoo":
+        return str(cfg.env.factory)
+    return str(cfg.env.name)
+
+
+def final_evaluation(cfg, solver, hierarchy: Hierarchy, device: torch.device) -> dict:
+    """Mean returns of the trained policies and of uniformly random ones, on fresh games."""
+    episodes = int(cfg.task.eval_episodes)
+    eval_cfg = OmegaConf.merge(cfg.env, {"num_envs": min(int(cfg.env.num_envs), episodes)})
+    game = games.make(eval_cfg, device)
+    joint = solver.joint_policy()
+    seed = 10_000 + int(cfg.seed)
+    returns = evaluate_returns(game, lambda ts: joint.act(ts), episodes, seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    random_returns = evaluate_returns(game, uniform_random_actions(game, gen), episodes, seed)
+    game.close()
+    return {"eval_episodes": episodes, "returns": returns, "random_returns": random_returns}
+
+
+def render_rollout(game, solver, cfg) -> list:
+    joint = solver.joint_policy()
+    steps = int(cfg.env.get("max_cycles") or 200)
+    return game.render_episode(lambda ts: joint.act(ts, greedy=True), steps, int(cfg.seed))

@@ -1,0 +1,32 @@
+"""Solvers, found by ``algo.solver`` in one table.
+
+Every solver has the same shape: ``step() -> dict`` (one iteration), ``done``, ``policies()``,
+``joint_policy()``, ``state_dict()`` / ``load_state_dict()`` and ``policy_state()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from dgsolve.errors import ConfigError
+from dgsolve.games.base import Game
+from dgsolve.hierarchy import Hierarchy
+
+
+def _ppo(cfg, game: Game, hierarchy: Hierarchy, device: torch.device, seed: int):
+    from dgsolve.solvers.ppo import PPOSolver
+
+    return PPOSolver(cfg, game, hierarchy, device, seed)
+
+
+SOLVERS: dict[str, Callable] = {"ppo": _ppo}
+
+
+def make(algo_cfg, game: Game, hierarchy: Hierarchy, device: torch.device, seed: int):
+    """Build the solver that ``algo_cfg.solver`` names."""
+    name = algo_cfg.solver
+    if name not in SOLVERS:
+        raise ConfigError(f"unknown algo.solver '{name}'; known: {sorted(SOLVERS)}")
+    return SOLVERS[name](algo_cfg, game, hierarchy, device, seed)

@@ -1,0 +1,128 @@
+"""PettingZoo envs behind the batched Game interface: shapes, masks, turns, resets."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+from mpe2 import simple_adversary_v3, simple_speaker_listener_v4, simple_world_comm_v3
+from pettingzoo.classic import rps_v2, tictactoe_v3
+
+from dgsolve.errors import EnvFactoryError
+from dgsolve.games.pettingzoo import PettingZooGame, import_factory
+
+
+def random_actions(game, ts, gen):
+    out = {}
+    for a in game.agents:
+        spec = game.spec(a)
+        if spec.discrete:
+            out[a] = torch.multinomial(ts.legal[a].float(), 1, generator=gen).squeeze(1)
+        else:
+            out[a] = torch.rand(game.num_envs, spec.action_dim, generator=gen)
+    return out
+
+
+def test_heterogeneous_spaces_and_truncation_bootstrap_obs():
+    game = PettingZooGame(
+        functools.partial(simple_world_comm_v3.parallel_env, max_cycles=5), num_envs=3
+    )
+    assert game.spec("leadadversary_0").num_actions == 20
+    assert game.spec("agent_0").num_actions == 5
+    assert game.spec("leadadversary_0").obs_dim == 34 and game.spec("agent_0").obs_dim == 28
+    gen = torch.Generator().manual_seed(0)
+    ts = game.reset(seed=0)
+    for t in range(5):
+        before = {a: o.clone() for a, o in ts.obs.items()}
+        ts = game.step(random_actions(game, ts, gen))
+        assert ts.obs["agent_0"].shape == (3, 28)
+        if t < 4:
+            assert not ts.done.any()
+    # mpe2 truncates at max_cycles: every copy ends, resets, and keeps its last observation
+    assert ts.truncated.all() and not ts.terminated.any()
+    assert not torch.equal(ts.final_obs["agent_0"], ts.obs["agent_0"])
+    assert not torch.equal(ts.final_obs["agent_0"], before["agent_0"])
+
+
+def test_continuous_actions_are_boxes():
+    game = PettingZooGame(
+        functools.partial(simple_speaker_listener_v4.parallel_env, continuous_actions=True), 2
+    )
+    spec = game.spec("listener_0")
+    assert not spec.discrete and spec.action_dim == 5 and spec.low == (0.0,) * 5
+    ts = game.reset(seed=1)
+    ts = game.step(random_actions(game, ts, torch.Generator().manual_seed(1)))
+    assert ts.reward["listener_0"].shape == (2,)
+
+
+def test_same_seed_same_trajectory():
+    def roll():
+        game = PettingZooGame(simple_adversary_v3.parallel_env, 2)
+        gen = torch.Generator().manual_seed(3)
+        ts = game.reset(seed=3)
+        rewards = []
+        for _ in range(30):
+            ts = game.step(random_actions(game, ts, gen))
+            rewards.append(ts.reward["adversary_0"].clone())
+        return torch.stack(rewards)
+
+    assert torch.equal(roll(), roll())
+
+
+def test_aec_turn_based_env_with_action_masks():
+    game = PettingZooGame(tictactoe_v3.env, num_envs=4)
+    gen = torch.Generator().manual_seed(0)
+    ts = game.reset(seed=0)
+    assert ts.acting["player_1"].all() and not ts.acting["player_2"].any()
+    finished = 0
+    for _ in range(40):
+        movers = ts.acting["player_1"].long() + ts.acting["player_2"].long()
+        assert (movers == 1).all()  # exactly one player decides in each copy
+        for a in game.agents:  # the mover's mask rules out occupied squares
+            assert ts.legal[a].any(dim=1).all()
+        ts = game.step(random_actions(game, ts, gen))
+        total = ts.reward["player_1"] + ts.reward["player_2"]
+        assert torch.all(total == 0)  # zero-sum, paid once at the end
+        finished += int(ts.terminated.sum())
+        assert torch.all(ts.reward["player_1"][~ts.done] == 0)
+    assert finished >= 4
+
+
+def test_parallel_env_with_discrete_observations():
+    game = PettingZooGame(rps_v2.parallel_env, num_envs=2, max_cycles=3)
+    assert game.spec("player_0").obs_dim == 4  # Discrete(4) observation, one-hot
+    ts = game.reset(seed=0)
+    assert ts.obs["player_0"].sum(dim=1).tolist() == [1.0, 1.0]
+    for _ in range(3):
+        ts = game.step({a: torch.tensor([0, 1]) for a in game.agents})
+    assert ts.truncated.all()
+
+
+@pytest.mark.parametrize(
+    "path,needle",
+    [
+        ("nocolon", "must look like"),
+        ("no_such_pkg.mod:env", "cannot import module"),
+        ("pettingzoo.classic.rps_v2:nothing", "no callable 'nothing'"),
+    ],
+)
+def test_bad_factories_are_one_line_errors(path, needle):
+    with pytest.raises(EnvFactoryError, match=needle) as err:
+        import_factory(path)
+    assert "\n" not in str(err.value)
+
+
+def test_factory_must_build_a_pettingzoo_env():
+    with pytest.raises(EnvFactoryError, match="not a PettingZoo"):
+        PettingZooGame(dict, 1)
+
+
+def test_agents_must_be_known_at_reset():
+    def lazy():
+        env = rps_v2.parallel_env()
+        env.possible_agents = []
+        return env
+
+    with pytest.raises(EnvFactoryError, match="known at reset"):
+        PettingZooGame(lazy, 1)

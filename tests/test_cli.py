@@ -1,0 +1,138 @@
+"""The ``dgsolve`` command end to end, in subprocesses, as a researcher runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY
+
+
+def dgsolve(*args: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy"}
+    return subprocess.run(
+        [sys.executable, "-m", "dgsolve.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        **kwargs,
+    )
+
+
+def test_main_command_writes_a_complete_run_directory(tmp_path):
+    out = tmp_path / "run"
+    proc = dgsolve(
+        "algo=stackelberg_ppo", "env=simple_adversary", *TINY, f"hydra.run.dir={out}", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    for name in (
+        ".hydra/config.yaml",
+        "summary.json",
+        "history.json",
+        "history.npz",
+        "checkpoints/last.pt",
+        "policy.pt",
+        "plots/returns.png",
+        "rollout.gif",
+    ):
+        assert (out / name).is_file(), name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing else in the cwd
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (
+            ["hierarchy.action_sequence=[[bob],[agent_0,agent_1,adversary_0]]"],
+            "unknown agent 'bob'",
+        ),
+        (["hierarchy.action_sequence=[[agent_0],[agent_0,agent_1,adversary_0]]"], "appears twice"),
+        (["hierarchy.action_sequence=[[agent_0],[agent_1]]"], "leaves out"),
+        (["env=pettingzoo", "env.factory=no_such_pkg.envs:make"], "cannot import module"),
+        (["resume=/nonexistent/run"], "not a dgsolve run directory"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(tmp_path, args, needle):
+    proc = dgsolve(*TINY, *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+
+
+def test_sigterm_checkpoints_and_resume_finishes_the_budget(tmp_path):
+    out = tmp_path / "run"
+    budget = 3200
+    args = [
+        *TINY,
+        "algo=nash_ppo",
+        f"algo.total_timesteps={budget}",
+        "task.render=false",
+        f"hydra.run.dir={out}",
+    ]
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dgsolve.cli", *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.time() + 120
+    while not (out / "tb").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "interrupted" in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and 0 < summary["env_steps"] < budget
+    stopped_at = len(json.loads((out / "history.json").read_text())["episodes"]["env_step"])
+
+    proc = dgsolve(f"resume={out}", f"hydra.run.dir={tmp_path / 'resumer'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    done = json.loads((out / "summary.json").read_text())
+    assert done["status"] == "completed" and done["env_steps"] == budget
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["episodes"]["env_step"]) > stopped_at  # appended, nothing lost
+
+
+@pytest.mark.slow
+def test_multirun_sweep_one_directory_per_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = dgsolve(
+        "-m",
+        "seed=0,1",
+        "algo=nash_ppo,stackelberg_ppo",
+        *TINY,
+        "task.render=false",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "summary.json").exists())
+    assert len(jobs) == 4
+    combos = {
+        (
+            json.loads((j / "summary.json").read_text())["seed"],
+            json.loads((j / "summary.json").read_text())["algo"],
+        )
+        for j in jobs
+    }
+    assert combos == {
+        (0, "nash_ppo"),
+        (0, "stackelberg_ppo"),
+        (1, "nash_ppo"),
+        (1, "stackelberg_ppo"),
+    }
