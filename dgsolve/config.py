@@ -15,6 +15,9 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from dgsolve.games.lq import LQConfig
+from dgsolve.games.matrix import MatrixConfig
+
 
 # --------------------------------------------------------------------------- hardware
 class Device(str, Enum):
@@ -123,7 +126,30 @@ class SimpleWorldCommConfig(MPEEnvConfig):
     num_forests: int = 2
 
 
+@dataclass
+class MatrixEnvConfig(MatrixConfig):
+    name: str = "matrix"
+
+
+@dataclass
+class LQEnvConfig(LQConfig):
+    """The LQ schema leaves the matrices to ``conf/env/lq.yaml``: a structured default would be
+    merged key by key with the YAML and keep agents the user renamed."""
+
+    name: str = "lq"
+    A: list = MISSING
+    B: dict = MISSING
+    Q: dict = MISSING
+    R: dict = MISSING
+    x0_mean: list = MISSING
+
+
 # --------------------------------------------------------------------------- algo
+class PolicyForm(str, Enum):
+    mlp = "mlp"
+    linear = "linear"
+
+
 @dataclass
 class AlgoConfig:
     name: str = MISSING
@@ -151,6 +177,13 @@ class PPOConfig(AlgoConfig):
     share_policy: bool = False
     follower_updates_per_leader: int = 1
     hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
+    policy: PolicyForm = PolicyForm.mlp
+
+
+@dataclass
+class ExactConfig(AlgoConfig):
+    name: str = "exact"
+    solver: str = "exact"
 
 
 # --------------------------------------------------------------------------- root
@@ -174,8 +207,10 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "simple_tag": SimpleTagConfig,
         "simple_reference": SimpleReferenceConfig,
         "simple_world_comm": SimpleWorldCommConfig,
+        "matrix": MatrixEnvConfig,
+        "lq": LQEnvConfig,
     },
-    "algo": {"ppo": PPOConfig},
+    "algo": {"ppo": PPOConfig, "exact": ExactConfig},
     "hierarchy": {"hierarchy": HierarchyConfig},
     "hardware": {"hardware": HardwareConfig},
     "task": {"train": TrainTaskConfig},

@@ -1,35 +1,69 @@
 """Tiers of decision makers within one environment step.
 
 ``action_sequence: null`` is one tier: everyone moves at once (dynamic Nash). ``[[leader], [f1,
-f2]]`` is a Stackelberg hierarchy: tier k decides after seeing the actions of every tier before
-it, appended to its observation (one-hot for discrete actions, the raw vector for continuous
-ones); agents within a tier do not see each other. The game still receives one joint action.
+f2]]`` is a Stackelberg hierarchy: tier k decides after seeing what every tier before it did,
+appended to its observation; agents within a tier do not see each other. The game still
+receives one joint action. What a later tier sees (``follower_observes``):
+
+- ``action``: the earlier tiers' actions in this step (one-hot for discrete actions, the raw
+  vector for continuous ones);
+- ``queries``: the earlier tiers' *policies*, as their answers (action probabilities, or mean
+  actions) to a fixed set of query observations that the game provides
+  (``game.query_observations(agent)``); followers then act simultaneously with their leaders but
+  condition on the policy those leaders committed to — the contextual follower of
+  Gerstgrasser & Parkes.
 See von Stackelberg (1934) and, for the learning view, Gerstgrasser & Parkes, "Oracles &
 Followers: Stackelberg Equilibria in Deep Multi-Agent Reinforcement Learning" (ICML 2023).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from dgsolve.errors import HierarchyError
+from dgsolve.errors import CapabilityError, HierarchyError
 from dgsolve.games.base import AgentSpec
 
 
 @dataclass(frozen=True)
 class Hierarchy:
-    """An ordered partition of the game's agents into tiers."""
+    """An ordered partition of the game's agents into tiers, and what later tiers observe.
+
+    ``queries`` (``follower_observes == "queries"`` only) maps each agent that leads someone to
+    its query observations ``[Q, obs_dim]``.
+    """
 
     tiers: tuple[tuple[str, ...], ...]
+    follower_observes: str = "action"
+    queries: Mapping[str, torch.Tensor] | None = field(default=None, compare=False)
+
+    @classmethod
+    def for_game(cls, cfg, game) -> Hierarchy:
+        """Tiers for ``game`` from the ``hierarchy`` config, with query observations when
+        followers observe their leaders' policies."""
+        tiers = cls.from_config(cfg, game.agents, game.leader)
+        observes = getattr(getattr(cfg, "follower_observes", "action"), "value", None) or str(
+            getattr(cfg, "follower_observes", "action")
+        )
+        if observes != "queries" or tiers.is_simultaneous:
+            return tiers
+        if not hasattr(game, "query_observations"):
+            raise CapabilityError(
+                f"hierarchy.follower_observes=queries needs a game with query observations; "
+                f"{type(game).__name__} has none (use follower_observes=action)"
+            )
+        leaders = {a for tier in tiers.tiers[:-1] for a in tier}
+        queries = {a: game.query_observations(a) for a in leaders}
+        return cls(tiers.tiers, "queries", queries)
 
     @classmethod
     def from_config(cls, cfg, agents: Sequence[str], leader: str | None = None) -> Hierarchy:
         """Build tiers from ``cfg.action_sequence`` or, with ``mode=leader_follower``, from the
-        game's natural ``leader`` (the first agent when the game names none)."""
+        game's natural ``leader`` (the first agent when the game names none). Followers observe
+        actions; :meth:`for_game` adds query observations."""
         agents = tuple(agents)
         sequence = cfg.action_sequence
         if sequence is None and _mode(cfg) == "leader_follower":
@@ -94,33 +128,53 @@ class Hierarchy:
         """Agents whose actions ``agent`` observes: all agents of earlier tiers, in order."""
         return tuple(a for tier in self.tiers[: self.tier_of(agent)] for a in tier)
 
+    @property
+    def observes_queries(self) -> bool:
+        return self.follower_observes == "queries"
+
+    def seen_size(self, agent: str, specs: dict[str, AgentSpec]) -> int:
+        """Width of what ``agent`` sees of its predecessors."""
+        if self.observes_queries:
+            return sum(
+                self.queries[a].shape[0] * specs[a].action_size for a in self.predecessors(agent)
+            )
+        return sum(specs[a].action_size for a in self.predecessors(agent))
+
     def augmented_obs_dim(self, agent: str, specs: dict[str, AgentSpec]) -> int:
-        return specs[agent].obs_dim + sum(specs[a].action_size for a in self.predecessors(agent))
+        return specs[agent].obs_dim + self.seen_size(agent, specs)
 
     def augment(
         self,
         agent: str,
         obs: torch.Tensor,
-        actions: dict[str, torch.Tensor],
+        seen: dict[str, torch.Tensor],
         specs: dict[str, AgentSpec],
     ) -> torch.Tensor:
-        """Append the predecessors' actions to ``obs`` (one-hot when discrete)."""
+        """Append what ``agent`` sees of its predecessors to ``obs``.
+
+        ``seen[p]`` is p's action ``[B]`` (one-hot encoded here) or ``[B, action_dim]`` in
+        ``action`` mode, and p's flattened query answers ``[Q * action_size]`` in ``queries``
+        mode (the same for every copy).
+        """
         preds = self.predecessors(agent)
         if not preds:
             return obs
         parts = [obs]
         for a in preds:
             spec = specs[a]
-            if spec.discrete:
-                parts.append(F.one_hot(actions[a].long(), spec.num_actions).to(obs.dtype))
+            if self.observes_queries:
+                parts.append(seen[a].to(obs.dtype).expand(*obs.shape[:-1], -1))
+            elif spec.discrete:
+                parts.append(F.one_hot(seen[a].long(), spec.num_actions).to(obs.dtype))
             else:
-                parts.append(actions[a].to(obs.dtype))
+                parts.append(seen[a].to(obs.dtype))
         return torch.cat(parts, dim=-1)
 
     def describe(self) -> str:
         if self.is_simultaneous:
             return "simultaneous (" + ", ".join(self.tiers[0]) + ")"
-        return " -> ".join("[" + ", ".join(t) + "]" for t in self.tiers)
+        tiers = " -> ".join("[" + ", ".join(t) + "]" for t in self.tiers)
+        return tiers + (" (followers see query answers)" if self.observes_queries else "")
 
 
 def _mode(cfg) -> str:

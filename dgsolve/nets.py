@@ -44,7 +44,9 @@ class ActorCritic(nn.Module):
     """Separate actor and critic torsos (as in CleanRL's ppo.py) with one action head.
 
     The critic may see a wider input than the actor (a centralised critic); ``critic_dim``
-    defaults to the actor's input width.
+    defaults to the actor's input width. ``linear_actor`` drops the actor's torso, so the action
+    logits or the Gaussian mean are affine in the observation: the form of the equilibrium
+    policies of linear-quadratic games (Basar & Olsder, ch. 6).
     """
 
     def __init__(
@@ -53,10 +55,12 @@ class ActorCritic(nn.Module):
         spec: AgentSpec,
         hidden_sizes: Sequence[int] = (64, 64),
         critic_dim: int | None = None,
+        linear_actor: bool = False,
     ):
         super().__init__()
         self.discrete = spec.discrete
-        self.actor_torso, width = mlp(obs_dim, hidden_sizes)
+        self.obs_dim = obs_dim
+        self.actor_torso, width = mlp(obs_dim, () if linear_actor else hidden_sizes)
         self.critic_torso, cwidth = mlp(critic_dim or obs_dim, hidden_sizes)
         self.critic_head = layer_init(nn.Linear(cwidth, 1), gain=1.0)
         if self.discrete:

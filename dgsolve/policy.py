@@ -51,6 +51,13 @@ class NetPolicy:
         return torch.maximum(torch.minimum(raw, self._high.to(raw)), self._low.to(raw))
 
     @torch.no_grad()
+    def answer(self, obs: torch.Tensor) -> torch.Tensor:
+        """What a follower observing this policy sees: action probabilities at each observation
+        (discrete) or mean actions (continuous), ``[Q, action_size]``."""
+        dist = self.net.distribution(self.prepare(obs))
+        return dist.probs if self.spec.discrete else self.to_env(dist.mean)
+
+    @torch.no_grad()
     def act(
         self, obs: torch.Tensor, legal: torch.Tensor | None = None, greedy: bool = False
     ) -> torch.Tensor:
@@ -61,12 +68,49 @@ class NetPolicy:
 
 
 class JointPolicy:
-    """Every agent's policy, played tier by tier within one environment step."""
+    """Every agent's policy, played tier by tier within one environment step.
+
+    In ``queries`` mode (see :mod:`dgsolve.hierarchy`) the leaders' policies must also offer
+    ``answer(obs) -> [Q, action_size]``.
+    """
 
     def __init__(
         self, policies: dict[str, Policy], hierarchy: Hierarchy, specs: dict[str, AgentSpec]
     ):
         self.policies, self.hierarchy, self.specs = policies, hierarchy, specs
+
+    @torch.no_grad()
+    def query_answers(self) -> dict[str, torch.Tensor]:
+        """Each leader's flattened answers to its query observations, tier by tier."""
+        answers: dict[str, torch.Tensor] = {}
+        if not self.hierarchy.observes_queries:
+            return answers
+        for tier in self.hierarchy.tiers[:-1]:
+            for agent in tier:
+                q = self.hierarchy.queries[agent]
+                x = self.hierarchy.augment(agent, q, answers, self.specs)
+                answers[agent] = self.policies[agent].answer(x).reshape(-1)
+        return answers
+
+    def context(
+        self, agent: str, obs: torch.Tensor, seen: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """The observation ``agent``'s policy acts on: ``obs`` plus what it sees of earlier tiers
+        (``seen``: their actions, or :meth:`query_answers` in queries mode)."""
+        return self.hierarchy.augment(agent, obs, seen, self.specs)
+
+    def distribution(
+        self,
+        agent: str,
+        obs: torch.Tensor,
+        seen_actions: dict[str, torch.Tensor],
+        legal: torch.Tensor | None = None,
+    ):
+        """``agent``'s action distribution given its observation and its predecessors' actions
+        (ignored in queries mode, where the predecessors' policies are what it sees)."""
+        seen = self.query_answers() if self.hierarchy.observes_queries else seen_actions
+        policy = self.policies[agent]
+        return policy.net.distribution(policy.prepare(self.context(agent, obs, seen)), legal)
 
     @torch.no_grad()
     def act(self, ts: TimeStep, greedy: bool = False) -> dict[str, torch.Tensor]:
@@ -76,11 +120,12 @@ class JointPolicy:
     def act_on(
         self, obs: dict[str, torch.Tensor], legal: dict[str, torch.Tensor], greedy: bool = False
     ) -> dict[str, torch.Tensor]:
+        answers = self.query_answers()
         actions: dict[str, torch.Tensor] = {}
         for tier in self.hierarchy.tiers:
             tier_actions = {}
             for agent in tier:
-                x = self.hierarchy.augment(agent, obs[agent], actions, self.specs)
+                x = self.context(agent, obs[agent], answers or actions)
                 mask = legal[agent] if self.specs[agent].discrete else None
                 tier_actions[agent] = self.policies[agent].act(x, mask, greedy)
             actions.update(tier_actions)

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from dgsolve import __version__, games, solvers
 from dgsolve.artifacts import RunArtifacts
 from dgsolve.errors import ConfigError, Interrupted, RunDirError, TrainingDiverged
+from dgsolve.eval.equilibrium import equilibrium_report
 from dgsolve.eval.returns import evaluate_returns, uniform_random_actions
 from dgsolve.hierarchy import Hierarchy
 
@@ -109,7 +110,7 @@ def run(cfg: DictConfig, run_dir: Path | str) -> dict:
 
     device = resolve_device(cfg.hardware)
     game = games.make(cfg.env, device)
-    hierarchy = Hierarchy.from_config(cfg.hierarchy, game.agents, game.leader)
+    hierarchy = Hierarchy.for_game(cfg.hierarchy, game)
     solver = solvers.make(cfg.algo, game, hierarchy, device, cfg.seed)
     art = RunArtifacts(run_dir, game.agents)
     wall_before = 0.0
@@ -192,10 +193,14 @@ def run(cfg: DictConfig, run_dir: Path | str) -> dict:
         "device": str(device),
         "versions": versions(),
     }
+    if hasattr(solver, "summary"):
+        summary.update(solver.summary())
     if status == "completed":
         summary.update(final_evaluation(cfg, solver, hierarchy, device))
         for a, r in summary["returns"].items():
             art.scalar(f"eval/return/{a}", r, solver.global_step)
+        for tag, value in flatten(summary.get("eq", {}), "eq").items():
+            art.scalar(tag, value, solver.global_step)
     art.write_history()
     art.write_summary(summary)
     art.write_plots()
@@ -223,7 +228,23 @@ def final_evaluation(cfg, solver, hierarchy: Hierarchy, device: torch.device) ->
     gen = torch.Generator(device=device).manual_seed(seed)
     random_returns = evaluate_returns(game, uniform_random_actions(game, gen), episodes, seed)
     game.close()
-    return {"eval_episodes": episodes, "returns": returns, "random_returns": random_returns}
+    out = {"eval_episodes": episodes, "returns": returns, "random_returns": random_returns}
+    eq = equilibrium_report(cfg, joint, hierarchy, device)
+    if eq is not None:
+        out["eq"] = eq
+    return out
+
+
+def flatten(tree: dict, prefix: str) -> dict[str, float]:
+    """``{"a": {"b": 1.0}}`` → ``{"prefix/a/b": 1.0}`` for the numeric leaves."""
+    out: dict[str, float] = {}
+    for key, value in tree.items():
+        tag = f"{prefix}/{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, tag))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[tag] = float(value)
+    return out
 
 
 def render_rollout(game, solver, cfg) -> list:

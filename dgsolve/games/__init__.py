@@ -56,9 +56,23 @@ def _make_mpe(cfg, device: torch.device) -> Game:
     )
 
 
+def _make_matrix(cfg, device: torch.device) -> Game:
+    from dgsolve.games.matrix import MatrixGame
+
+    return MatrixGame(cfg, device)
+
+
+def _make_lq(cfg, device: torch.device) -> Game:
+    from dgsolve.games.lq import LQGame
+
+    return LQGame(cfg, device)
+
+
 FAMILIES: dict[str, Callable[..., Game]] = {
     "pettingzoo": _make_pettingzoo,
     "mpe": _make_mpe,
+    "matrix": _make_matrix,
+    "lq": _make_lq,
 }
 
 

@@ -1,7 +1,10 @@
 """Solvers, found by ``algo.solver`` in one table.
 
-Every solver has the same shape: ``step() -> dict`` (one iteration), ``done``, ``policies()``,
-``joint_policy()``, ``state_dict()`` / ``load_state_dict()`` and ``policy_state()``.
+Every solver has the same shape: ``step() -> dict`` (one iteration: ``{"episodes": [(env_step,
+{agent: return})], "losses": {learner: {name: value}}}``), ``done``, ``iteration``,
+``num_iterations``, ``global_step``, ``policies()``, ``joint_policy()``, ``state_dict()`` /
+``load_state_dict()`` and ``policy_state()``; optionally ``summary() -> dict``, merged into
+``summary.json``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,13 @@ def _ppo(cfg, game: Game, hierarchy: Hierarchy, device: torch.device, seed: int)
     return PPOSolver(cfg, game, hierarchy, device, seed)
 
 
-SOLVERS: dict[str, Callable] = {"ppo": _ppo}
+def _exact(cfg, game: Game, hierarchy: Hierarchy, device: torch.device, seed: int):
+    from dgsolve.solvers.exact import ExactSolver
+
+    return ExactSolver(cfg, game, hierarchy, device, seed)
+
+
+SOLVERS: dict[str, Callable] = {"ppo": _ppo, "exact": _exact}
 
 
 def make(algo_cfg, game: Game, hierarchy: Hierarchy, device: torch.device, seed: int):

@@ -80,13 +80,17 @@ class PPOSolver:
             first = agents[0]
             in_dim = hierarchy.augmented_obs_dim(first, self.specs)
             in_dim += len(agents) if len(agents) > 1 else 0
-            net = ActorCritic(in_dim, self.specs[first], list(cfg.hidden_sizes)).to(device)
+            linear = getattr(cfg.policy, "value", cfg.policy) == "linear"
+            net = ActorCritic(
+                in_dim, self.specs[first], list(cfg.hidden_sizes), linear_actor=linear
+            ).to(device)
             opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, eps=1e-5)
             learner = Learner("+".join(agents), agents, hierarchy.tier_of(first), net, opt)
             self.learners.append(learner)
             for i, a in enumerate(agents):
                 self.policy_of[a] = NetPolicy(net, self.specs[a], i, len(agents))
                 self.learner_of[a] = learner
+        self.joint = JointPolicy(dict(self.policy_of), hierarchy, self.specs)
         self.batch_steps = cfg.num_steps * game.num_envs
         self.num_iterations = max(1, math.ceil(cfg.total_timesteps / self.batch_steps))
         self.iteration = 0
@@ -103,7 +107,7 @@ class PPOSolver:
         return dict(self.policy_of)
 
     def joint_policy(self) -> JointPolicy:
-        return JointPolicy(self.policies(), self.hierarchy, self.specs)
+        return self.joint
 
     def step(self) -> dict:
         """One PPO iteration. Returns scalar metrics and the episodes that finished."""
@@ -165,19 +169,17 @@ class PPOSolver:
         }
 
     # ------------------------------------------------------------------ rollout
-    def _inputs(self, obs: dict[str, torch.Tensor], actions: dict[str, torch.Tensor], agent: str):
-        x = self.hierarchy.augment(agent, obs[agent], actions, self.specs)
-        return self.policy_of[agent].prepare(x)
-
     @torch.no_grad()
     def _sample_joint(self, obs, legal):
         """Sample every agent's action tier by tier; returns raw, env actions, logp, values."""
+        answers = self.joint.query_answers()
         env_actions: dict[str, torch.Tensor] = {}
         out = {}
         for tier in self.hierarchy.tiers:
             tier_actions = {}
             for agent in tier:
-                x = self._inputs(obs, env_actions, agent)
+                seen = self.joint.context(agent, obs[agent], answers or env_actions)
+                x = self.policy_of[agent].prepare(seen)
                 net = self.learner_of[agent].net
                 mask = legal[agent] if self.specs[agent].discrete else None
                 raw, logp = net.sample(x, mask)
@@ -197,7 +199,7 @@ class PPOSolver:
         batch = {}
         for a in self.game.agents:
             spec = self.specs[a]
-            in_dim = self.learner_of[a].net.actor_torso[0].in_features
+            in_dim = self.learner_of[a].net.obs_dim
             batch[a] = {
                 "obs": torch.zeros(T, B, in_dim, device=dev),
                 "actions": torch.zeros(
