@@ -33,6 +33,43 @@ def mlp(in_dim: int, hidden_sizes: Sequence[int]) -> tuple[nn.Sequential, int]:
     return nn.Sequential(*layers), width
 
 
+class TokenTransformer(nn.Module):
+    """A transformer torso over an observation cut into tokens (Vaswani et al., 2017).
+
+    ``slices`` are ``(start, end)`` column ranges; each becomes one token through its own
+    linear embedding, plus a learned position embedding; columns after the last slice (an agent
+    id, a leader's action) form one more token. The output is the mean of the encoded tokens.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        slices: Sequence[tuple[int, int]],
+        d_model: int = 64,
+        num_layers: int = 2,
+        num_heads: int = 4,
+    ):
+        super().__init__()
+        slices = [tuple(s) for s in slices]
+        if slices[-1][1] < obs_dim:
+            slices.append((slices[-1][1], obs_dim))
+        self.slices = slices
+        self.embed = nn.ModuleList(nn.Linear(end - start, d_model) for start, end in slices)
+        self.position = nn.Parameter(torch.zeros(len(slices), d_model))
+        layer = nn.TransformerEncoderLayer(
+            d_model, num_heads, dim_feedforward=2 * d_model, dropout=0.0, batch_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.out_dim = d_model
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        tokens = torch.stack(
+            [emb(obs[..., a:b]) for emb, (a, b) in zip(self.embed, self.slices, strict=True)],
+            dim=-2,
+        )
+        return self.encoder(tokens + self.position).mean(dim=-2)
+
+
 def masked_logits(logits: torch.Tensor, legal: torch.Tensor | None) -> torch.Tensor:
     """Illegal actions get the most negative finite logit, so they are never sampled."""
     if legal is None:
@@ -42,6 +79,9 @@ def masked_logits(logits: torch.Tensor, legal: torch.Tensor | None) -> torch.Ten
 
 class ActorCritic(nn.Module):
     """Separate actor and critic torsos (as in CleanRL's ppo.py) with one action head.
+
+    The actor's torso is an MLP, nothing (``linear_actor``), or a :class:`TokenTransformer`
+    over ``token_slices`` of the observation.
 
     The critic may see a wider input than the actor (a centralised critic); ``critic_dim``
     defaults to the actor's input width. ``linear_actor`` drops the actor's torso, so the action
@@ -56,11 +96,16 @@ class ActorCritic(nn.Module):
         hidden_sizes: Sequence[int] = (64, 64),
         critic_dim: int | None = None,
         linear_actor: bool = False,
+        token_slices: Sequence[tuple[int, int]] | None = None,
     ):
         super().__init__()
         self.discrete = spec.discrete
         self.obs_dim = obs_dim
-        self.actor_torso, width = mlp(obs_dim, () if linear_actor else hidden_sizes)
+        if token_slices:
+            self.actor_torso = TokenTransformer(obs_dim, token_slices)
+            width = self.actor_torso.out_dim
+        else:
+            self.actor_torso, width = mlp(obs_dim, () if linear_actor else hidden_sizes)
         self.critic_torso, cwidth = mlp(critic_dim or obs_dim, hidden_sizes)
         self.critic_head = layer_init(nn.Linear(cwidth, 1), gain=1.0)
         if self.discrete:

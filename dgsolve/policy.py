@@ -92,9 +92,7 @@ class JointPolicy:
                 answers[agent] = self.policies[agent].answer(x).reshape(-1)
         return answers
 
-    def context(
-        self, agent: str, obs: torch.Tensor, seen: dict[str, torch.Tensor]
-    ) -> torch.Tensor:
+    def context(self, agent: str, obs: torch.Tensor, seen: dict[str, torch.Tensor]) -> torch.Tensor:
         """The observation ``agent``'s policy acts on: ``obs`` plus what it sees of earlier tiers
         (``seen``: their actions, or :meth:`query_answers` in queries mode)."""
         return self.hierarchy.augment(agent, obs, seen, self.specs)

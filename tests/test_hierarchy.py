@@ -76,3 +76,34 @@ def test_augment_one_hot_and_raw_vectors():
     assert x[1, 4:7].tolist() == [1, 0, 0]
     assert x[0, 7:].tolist() == [0.5, 0.25]
     assert torch.equal(h.augment("adversary_0", obs[:, :2], actions, specs), obs[:, :2])
+
+
+def test_queries_mode_sees_the_leaders_answers_not_its_action(make_cfg):
+    from dgsolve import games
+    from dgsolve.solvers.ppo import PPOSolver
+
+    cfg = make_cfg(
+        ["env=matrix", "env.rounds=3", "hierarchy.follower_observes=queries", "env.num_envs=4"]
+    )
+    game = games.make(cfg.env)
+    h = Hierarchy.for_game(cfg.hierarchy, game)
+    assert h.observes_queries and h.queries["row"].shape == (5, 5)  # 2x2 joint actions + start
+    specs = {a: game.spec(a) for a in game.agents}
+    assert h.augmented_obs_dim("column", specs) == 5 + 5 * 2
+    solver = PPOSolver(cfg.algo, game, h, torch.device("cpu"), 0)
+    joint = solver.joint_policy()
+    answers = joint.query_answers()["row"]
+    assert answers.shape == (10,)
+    assert torch.allclose(answers.reshape(5, 2).sum(1), torch.ones(5))
+    ts = game.reset()
+    x = joint.context("column", ts.obs["column"], joint.query_answers())
+    assert torch.equal(x[:, 5:], answers.expand(4, -1))
+
+
+def test_queries_mode_needs_query_observations(make_cfg):
+    from dgsolve import games
+    from dgsolve.errors import CapabilityError
+
+    cfg = make_cfg(["hierarchy.follower_observes=queries", "env.num_envs=1"])
+    with pytest.raises(CapabilityError, match="query observations"):
+        Hierarchy.for_game(cfg.hierarchy, games.make(cfg.env))

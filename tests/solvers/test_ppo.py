@@ -133,3 +133,23 @@ def test_state_dict_round_trip_continues_identically(make_cfg):
     _, _, b = build(make_cfg, ["algo=nash_ppo", "algo.total_timesteps=256"])
     b.load_state_dict(state)
     assert b.step()["losses"] == la
+
+
+def test_linear_actor_has_no_hidden_layers(make_cfg):
+    _, game, solver = build(make_cfg, ["env=lq", "algo=nash_ppo", "algo.policy=linear"])
+    net = solver.learner_of["p1"].net
+    assert len(net.actor_torso) == 0
+    assert net.actor_head.in_features == game.spec("p1").obs_dim
+    assert math.isfinite(solver.step()["losses"]["p1"]["policy_loss"])
+
+
+def test_transformer_torso_takes_token_slices():
+    from dgsolve.nets import ActorCritic
+
+    spec = AgentSpec(obs_dim=10, num_actions=4)
+    net = ActorCritic(12, spec, token_slices=[(0, 3), (3, 4), (4, 10)])
+    assert len(net.actor_torso.slices) == 4  # three tokens and the appended columns
+    legal = torch.tensor([[True, False, True, False]] * 6)
+    action, logp = net.sample(torch.randn(6, 12), legal)
+    assert legal[torch.arange(6), action].all()
+    assert torch.isfinite(logp).all()
