@@ -150,6 +150,11 @@ class PolicyForm(str, Enum):
     linear = "linear"
 
 
+class Network(str, Enum):
+    mlp = "mlp"
+    transformer = "transformer"
+
+
 @dataclass
 class AlgoConfig:
     name: str = MISSING
@@ -178,6 +183,8 @@ class PPOConfig(AlgoConfig):
     follower_updates_per_leader: int = 1
     hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
     policy: PolicyForm = PolicyForm.mlp
+    network: Network = Network.mlp
+    centralised_critic: bool = False
 
 
 @dataclass

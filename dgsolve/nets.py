@@ -101,6 +101,7 @@ class ActorCritic(nn.Module):
         super().__init__()
         self.discrete = spec.discrete
         self.obs_dim = obs_dim
+        self.critic_dim = critic_dim or obs_dim
         if token_slices:
             self.actor_torso = TokenTransformer(obs_dim, token_slices)
             width = self.actor_torso.out_dim
@@ -149,6 +150,14 @@ class ActorCritic(nn.Module):
         if self.discrete:
             return dist.log_prob(action.long()), dist.entropy()
         return dist.log_prob(action).sum(-1), dist.entropy().sum(-1)
+
+    def actor_parameters(self) -> list[nn.Parameter]:
+        groups = self.param_groups()
+        return groups["actor_torso"] + groups["actor_head"]
+
+    def critic_parameters(self) -> list[nn.Parameter]:
+        groups = self.param_groups()
+        return groups["critic_torso"] + groups["critic_head"]
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by part, for logging gradient norms of torsos and heads."""

@@ -20,6 +20,11 @@ updates once every ``follower_updates_per_leader ** (L-1-k)`` iterations, so lea
 against followers that have (nearly) adapted — the two-timescale view of Stackelberg learning
 (Gerstgrasser & Parkes, "Oracles & Followers", ICML 2023; Fiez et al., "Implicit Learning
 Dynamics in Stackelberg Games", ICML 2020).
+
+``centralised_critic`` turns this into MAPPO (Yu et al., "The Surprising Effectiveness of PPO in
+Cooperative Multi-Agent Games", NeurIPS 2022): separate actors, one critic shared by every agent
+that sees all agents' observations (and the agent's id) during training; acting needs only the
+actors.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dgsolve.errors import TrainingDiverged
+from dgsolve.errors import CapabilityError, TrainingDiverged
 from dgsolve.games.base import AgentSpec, Game, TimeStep
 from dgsolve.hierarchy import Hierarchy
 from dgsolve.nets import ActorCritic
@@ -76,20 +81,46 @@ class PPOSolver:
         self.policy_of: dict[str, NetPolicy] = {}
         self.learner_of: dict[str, Learner] = {}
         torch.manual_seed(seed)
+        # MAPPO: one critic for every agent, on all agents' observations and the agent's id
+        self.centralised = bool(cfg.centralised_critic)
+        critic_dim = sum(s.obs_dim for s in self.specs.values()) + len(game.agents)
+        self.critic: ActorCritic | None = None
+        linear = getattr(cfg.policy, "value", cfg.policy) == "linear"
+        slices = getattr(game, "token_slices", None) if cfg.network == "transformer" else None
+        if cfg.network == "transformer" and not slices:
+            raise CapabilityError(
+                f"algo.network=transformer needs a game that cuts its observation into tokens; "
+                f"{type(game).__name__} does not (use algo.network=mlp)"
+            )
         for agents in group_agents(hierarchy, self.specs, cfg.share_policy):
             first = agents[0]
             in_dim = hierarchy.augmented_obs_dim(first, self.specs)
             in_dim += len(agents) if len(agents) > 1 else 0
-            linear = getattr(cfg.policy, "value", cfg.policy) == "linear"
             net = ActorCritic(
-                in_dim, self.specs[first], list(cfg.hidden_sizes), linear_actor=linear
+                in_dim,
+                self.specs[first],
+                list(cfg.hidden_sizes),
+                critic_dim=critic_dim if self.centralised else None,
+                linear_actor=linear,
+                token_slices=slices,
             ).to(device)
-            opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, eps=1e-5)
+            if self.centralised:
+                if self.critic is None:
+                    self.critic = net
+                net.critic_torso = self.critic.critic_torso
+                net.critic_head = self.critic.critic_head
+            params = net.actor_parameters() if self.centralised else net.parameters()
+            opt = torch.optim.Adam(params, lr=cfg.lr, eps=1e-5)
             learner = Learner("+".join(agents), agents, hierarchy.tier_of(first), net, opt)
             self.learners.append(learner)
             for i, a in enumerate(agents):
                 self.policy_of[a] = NetPolicy(net, self.specs[a], i, len(agents))
                 self.learner_of[a] = learner
+        self.critic_optimizer = (
+            torch.optim.Adam(self.critic.critic_parameters(), lr=cfg.lr, eps=1e-5)
+            if self.centralised
+            else None
+        )
         self.joint = JointPolicy(dict(self.policy_of), hierarchy, self.specs)
         self.batch_steps = cfg.num_steps * game.num_envs
         self.num_iterations = max(1, math.ceil(cfg.total_timesteps / self.batch_steps))
@@ -115,9 +146,9 @@ class PPOSolver:
             self.ts = self.game.reset(seed=self.seed * 7919 + self.iteration)
         self.iteration += 1
         frac = 1.0 - (self.iteration - 1) / self.num_iterations
-        for learner in self.learners:
-            lr = self.cfg.lr * frac if self.cfg.anneal_lr else self.cfg.lr
-            for group in learner.optimizer.param_groups:
+        lr = self.cfg.lr * frac if self.cfg.anneal_lr else self.cfg.lr
+        for opt in self._optimizers():
+            for group in opt.param_groups:
                 group["lr"] = lr
 
         # ROLLOUT: tiers act in order, the game receives one joint action per step
@@ -134,8 +165,16 @@ class PPOSolver:
                 metrics["losses"][learner.name] = self._update(learner, batch)
         return metrics
 
+    def _optimizers(self) -> list[torch.optim.Optimizer]:
+        extra = [self.critic_optimizer] if self.critic_optimizer is not None else []
+        return [lr.optimizer for lr in self.learners] + extra
+
     def state_dict(self) -> dict:
+        critic = {}
+        if self.critic_optimizer is not None:
+            critic = {"critic_optimizer": self.critic_optimizer.state_dict()}
         return {
+            **critic,
             "nets": {lr.name: lr.net.state_dict() for lr in self.learners},
             "optimizers": {lr.name: lr.optimizer.state_dict() for lr in self.learners},
             "iteration": self.iteration,
@@ -147,6 +186,8 @@ class PPOSolver:
         for lr in self.learners:
             lr.net.load_state_dict(state["nets"][lr.name])
             lr.optimizer.load_state_dict(state["optimizers"][lr.name])
+        if self.critic_optimizer is not None:
+            self.critic_optimizer.load_state_dict(state["critic_optimizer"])
         self.iteration = int(state["iteration"])
         self.global_step = int(state["global_step"])
         torch.set_rng_state(state["torch_rng"])
@@ -169,9 +210,18 @@ class PPOSolver:
         }
 
     # ------------------------------------------------------------------ rollout
+    def _critic_inputs(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Centralised critic: every agent's observation, then this agent's one-hot id."""
+        joint = torch.cat([obs[a] for a in self.game.agents], dim=-1)
+        n = len(self.game.agents)
+        eye = torch.eye(n, device=joint.device).unsqueeze(1).expand(n, joint.shape[0], n)
+        return {a: torch.cat([joint, eye[i]], dim=-1) for i, a in enumerate(self.game.agents)}
+
     @torch.no_grad()
     def _sample_joint(self, obs, legal):
-        """Sample every agent's action tier by tier; returns raw, env actions, logp, values."""
+        """Sample every agent's action tier by tier; returns (actor input, raw action, logp,
+        value, mask, critic input) per agent, and the actions the game receives."""
+        critic_in = self._critic_inputs(obs) if self.centralised else {}
         answers = self.joint.query_answers()
         env_actions: dict[str, torch.Tensor] = {}
         out = {}
@@ -183,7 +233,8 @@ class PPOSolver:
                 net = self.learner_of[agent].net
                 mask = legal[agent] if self.specs[agent].discrete else None
                 raw, logp = net.sample(x, mask)
-                out[agent] = (x, raw, logp, net.value(x), mask)
+                cx = critic_in.get(agent, x)
+                out[agent] = (x, raw, logp, net.value(cx), mask, cx)
                 tier_actions[agent] = self.policy_of[agent].to_env(raw)
             env_actions.update(tier_actions)
         return out, env_actions
@@ -200,8 +251,12 @@ class PPOSolver:
         for a in self.game.agents:
             spec = self.specs[a]
             in_dim = self.learner_of[a].net.obs_dim
+            critic_dim = self.learner_of[a].net.critic_dim
             batch[a] = {
                 "obs": torch.zeros(T, B, in_dim, device=dev),
+                "critic_obs": torch.zeros(T, B, critic_dim, device=dev)
+                if self.centralised
+                else None,
                 "actions": torch.zeros(
                     (T, B) if spec.discrete else (T, B, spec.action_dim),
                     dtype=torch.long if spec.discrete else torch.float32,
@@ -221,8 +276,10 @@ class PPOSolver:
         ts = self.ts
         for t in range(T):
             sampled, env_actions = self._sample_joint(ts.obs, ts.legal)
-            for a, (x, raw, logp, value, mask) in sampled.items():
+            for a, (x, raw, logp, value, mask, cx) in sampled.items():
                 buf = batch[a]
+                if self.centralised:
+                    buf["critic_obs"][t] = cx
                 buf["obs"][t], buf["actions"][t], buf["logprobs"][t] = x, raw, logp
                 buf["values"][t], buf["acting"][t] = value, ts.acting[a]
                 if mask is not None:
@@ -279,6 +336,7 @@ class PPOSolver:
     def _update(self, learner: Learner, batch: dict) -> dict[str, float]:
         cfg = self.cfg
         keys = ("obs", "actions", "logprobs", "values", "advantages", "returns")
+        keys += ("critic_obs",) if self.centralised else ()
         flat = {k: [] for k in (*keys, "legal")}
         for a in learner.agents:
             buf = batch[a]
@@ -319,7 +377,7 @@ class PPOSolver:
         mb_obs = b["obs"][mb_inds]
         mb_legal = b["legal"][mb_inds] if "legal" in b else None
         newlogp, entropy = net.log_prob_entropy(mb_obs, b["actions"][mb_inds], mb_legal)
-        newvalue = net.value(mb_obs)
+        newvalue = net.value(b["critic_obs"][mb_inds] if self.centralised else mb_obs)
         logratio = newlogp - b["logprobs"][mb_inds]
         ratio = logratio.exp()
         with torch.no_grad():
@@ -350,11 +408,16 @@ class PPOSolver:
                 f"(policy {pg_loss.item():.3g}, value {v_loss.item():.3g}); stopped, the last good "
                 "checkpoint is kept — try a lower algo.lr or algo.max_grad_norm"
             )
-        learner.optimizer.zero_grad(set_to_none=True)
+        optimizers = [learner.optimizer]
+        if self.critic_optimizer is not None:
+            optimizers.append(self.critic_optimizer)
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norms = {f"grad_norm/{part}": _grad_norm(ps) for part, ps in parts.items()}
         nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
-        learner.optimizer.step()
+        for opt in optimizers:
+            opt.step()
         return {
             "policy_loss": pg_loss.item(),
             "value_loss": v_loss.item(),

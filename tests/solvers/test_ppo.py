@@ -153,3 +153,19 @@ def test_transformer_torso_takes_token_slices():
     action, logp = net.sample(torch.randn(6, 12), legal)
     assert legal[torch.arange(6), action].all()
     assert torch.isfinite(logp).all()
+
+
+def test_mappo_shares_one_centralised_critic(make_cfg):
+    _, game, solver = build(make_cfg, ["algo=mappo", "env=simple_adversary"])
+    nets = [lr.net for lr in solver.learners]
+    assert len(nets) == 3 and all(n.critic_torso is nets[0].critic_torso for n in nets)
+    joint_obs = sum(game.spec(a).obs_dim for a in game.agents)
+    assert nets[0].critic_dim == joint_obs + 3
+    assert nets[0].actor_torso[0].in_features == game.spec("adversary_0").obs_dim
+    critic_ids = {id(p) for p in nets[0].critic_parameters()}
+    for lr in solver.learners:  # actors' optimisers leave the shared critic to its own
+        assert not critic_ids & {id(p) for g in lr.optimizer.param_groups for p in g["params"]}
+    before = [p.clone() for p in nets[0].critic_parameters()]
+    solver.step()
+    after = nets[0].critic_parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
