@@ -41,6 +41,24 @@ def load_run_config(run_dir: Path | str) -> DictConfig:
     return OmegaConf.load(path)
 
 
+def load_policies(run_dir: Path | str, device: torch.device | str = "cpu", num_envs: int = 1):
+    """Rebuild a finished run's trained policies from its ``.hydra/config.yaml`` and
+    ``policy.pt`` alone. Returns ``(joint_policy, cfg)``; the JointPolicy plays every agent."""
+    run_dir = Path(run_dir).expanduser().resolve()
+    cfg = load_run_config(run_dir)
+    policy_path = run_dir / "policy.pt"
+    if not policy_path.is_file():
+        raise RunDirError(f"'{run_dir}' has no policy.pt (did the run finish?)")
+    device = torch.device(device)
+    env_cfg = OmegaConf.merge(cfg.env, {"num_envs": num_envs})
+    game = games.make(env_cfg, device)
+    hierarchy = Hierarchy.for_game(cfg.hierarchy, game)
+    solver = solvers.make(cfg.algo, game, hierarchy, device, cfg.seed)
+    solver.load_policy_state(torch.load(policy_path, map_location=device, weights_only=True))
+    game.close()
+    return solver.joint_policy(), cfg
+
+
 def versions() -> dict[str, str]:
     import importlib.metadata as md
 

@@ -126,3 +126,25 @@ def test_divergence_keeps_last_good_checkpoint(make_cfg, tmp_path, monkeypatch):
     state = torch.load(tmp_path / "checkpoints/last.pt", weights_only=False)
     assert state["solver"]["iteration"] == 2
     assert Path(tmp_path / "history.json").is_file()
+
+
+def test_policies_rebuild_from_the_run_directory_alone(make_cfg, tmp_path):
+    from omegaconf import OmegaConf
+
+    from dgsolve import games
+    from dgsolve.run import load_policies
+
+    cfg = make_cfg([*TINY, "algo=stackelberg_ppo", "task.render=false"])
+    run(cfg, tmp_path)
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(cfg, tmp_path / ".hydra" / "config.yaml")
+    joint, loaded = load_policies(tmp_path, num_envs=3)
+    assert loaded.algo.name == "stackelberg_ppo"
+    game = games.make(OmegaConf.merge(cfg.env, {"num_envs": 3}))
+    ts = game.reset(seed=0)
+    actions = joint.act(ts, greedy=True)
+    assert set(actions) == set(game.agents) and actions["agent_0"].shape == (3,)
+    state = torch.load(tmp_path / "policy.pt", weights_only=True)
+    net = joint.policies["adversary_0"].net
+    saved = state["learners"][0]["state_dict"]
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in saved.items())

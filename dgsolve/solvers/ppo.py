@@ -209,6 +209,12 @@ class PPOSolver:
             "hidden_sizes": list(self.cfg.hidden_sizes),
         }
 
+    def load_policy_state(self, state: dict) -> None:
+        """Load the networks of a ``policy.pt`` written by :meth:`policy_state`."""
+        saved = {entry["name"]: entry["state_dict"] for entry in state["learners"]}
+        for lr in self.learners:
+            lr.net.load_state_dict(saved[lr.name])
+
     # ------------------------------------------------------------------ rollout
     def _critic_inputs(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Centralised critic: every agent's observation, then this agent's one-hot id."""
