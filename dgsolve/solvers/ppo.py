@@ -110,14 +110,14 @@ class PPOSolver:
                 net.critic_torso = self.critic.critic_torso
                 net.critic_head = self.critic.critic_head
             params = net.actor_parameters() if self.centralised else net.parameters()
-            opt = torch.optim.Adam(params, lr=cfg.lr, eps=1e-5)
+            opt = torch.optim.Adam(params, lr=cfg.lr, eps=1e-5, foreach=True)
             learner = Learner("+".join(agents), agents, hierarchy.tier_of(first), net, opt)
             self.learners.append(learner)
             for i, a in enumerate(agents):
                 self.policy_of[a] = NetPolicy(net, self.specs[a], i, len(agents))
                 self.learner_of[a] = learner
         self.critic_optimizer = (
-            torch.optim.Adam(self.critic.critic_parameters(), lr=cfg.lr, eps=1e-5)
+            torch.optim.Adam(self.critic.critic_parameters(), lr=cfg.lr, eps=1e-5, foreach=True)
             if self.centralised
             else None
         )
