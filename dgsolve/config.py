@@ -15,6 +15,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from dgsolve.games.bargain.config import BargainConfig
 from dgsolve.games.lq import LQConfig
 from dgsolve.games.matrix import MatrixConfig
 
@@ -42,9 +43,21 @@ class TaskConfig:
 class TrainTaskConfig(TaskConfig):
     name: str = "train"
     eval_episodes: int = 20
+    eval_every: int = 0
+    eval_games: int = 20_000
     checkpoint_every: int = 10
     progress: bool = True
     render: bool = True
+
+
+@dataclass
+class CrossplayTaskConfig(TaskConfig):
+    name: str = "crossplay"
+    policies: list[str] = field(
+        default_factory=lambda: ["random", "always_walk", "greedy", "fair_split"]
+    )
+    games: int = 20_000
+    progress: bool = False
 
 
 # --------------------------------------------------------------------------- hierarchy
@@ -144,6 +157,11 @@ class LQEnvConfig(LQConfig):
     x0_mean: list = MISSING
 
 
+@dataclass
+class BargainEnvConfig(BargainConfig):
+    name: str = "bargain"
+
+
 # --------------------------------------------------------------------------- algo
 class PolicyForm(str, Enum):
     mlp = "mlp"
@@ -216,11 +234,12 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "simple_world_comm": SimpleWorldCommConfig,
         "matrix": MatrixEnvConfig,
         "lq": LQEnvConfig,
+        "bargain": BargainEnvConfig,
     },
     "algo": {"ppo": PPOConfig, "exact": ExactConfig},
     "hierarchy": {"hierarchy": HierarchyConfig},
     "hardware": {"hardware": HardwareConfig},
-    "task": {"train": TrainTaskConfig},
+    "task": {"train": TrainTaskConfig, "crossplay": CrossplayTaskConfig},
 }
 
 

@@ -123,12 +123,23 @@ def run(cfg: DictConfig, run_dir: Path | str) -> dict:
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         run_dir = resume_dir
     task_name = cfg.task.name
-    if task_name != "train":
-        raise ConfigError(f"unknown task '{task_name}'; known: ['train']")
-
+    if task_name not in ("train", "crossplay"):
+        raise ConfigError(f"unknown task '{task_name}'; known: ['crossplay', 'train']")
     device = resolve_device(cfg.hardware)
+    if task_name == "crossplay":
+        from dgsolve.crossplay_task import run_crossplay
+
+        table = run_crossplay(cfg, run_dir, device)
+        print_crossplay(table)
+        return {"crossplay": table}
+
     game = games.make(cfg.env, device)
     hierarchy = Hierarchy.for_game(cfg.hierarchy, game)
+    if cfg.env.family in GAME_EVALUATIONS and not hierarchy.is_simultaneous:
+        raise ConfigError(
+            f"env={cfg.env.name} is turn-based and evaluated seat by seat, not in tiers; use "
+            "hierarchy=simultaneous (e.g. algo=ppo or algo=mappo)"
+        )
     solver = solvers.make(cfg.algo, game, hierarchy, device, cfg.seed)
     art = RunArtifacts(run_dir, game.agents)
     wall_before = 0.0
@@ -178,6 +189,9 @@ def run(cfg: DictConfig, run_dir: Path | str) -> dict:
                     rate=f"{rate:,.0f}",
                     returns=" ".join(f"{a}={r:.2f}" for a, r in recent.items()),
                 )
+                every = int(cfg.task.get("eval_every", 0))
+                if every and solver.iteration % every == 0 and not solver.done:
+                    log_game_evaluation(cfg, solver, art, device)
                 if solver.iteration % cfg.task.checkpoint_every == 0:
                     art.save_checkpoint(checkpoint_state())
                 if signals:
@@ -215,6 +229,9 @@ def run(cfg: DictConfig, run_dir: Path | str) -> dict:
         summary.update(solver.summary())
     if status == "completed":
         summary.update(final_evaluation(cfg, solver, hierarchy, device))
+        game_eval = log_game_evaluation(cfg, solver, art, device)
+        if game_eval is not None:
+            summary[cfg.env.family] = game_eval
         for a, r in summary["returns"].items():
             art.scalar(f"eval/return/{a}", r, solver.global_step)
         for tag, value in flatten(summary.get("eq", {}), "eq").items():
@@ -227,6 +244,23 @@ def run(cfg: DictConfig, run_dir: Path | str) -> dict:
     art.close()
     game.close()
     return summary
+
+
+def print_crossplay(table: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Table(title="cross-play welfare (agreement rate); row as P1, column as P2")
+    out.add_column("P1 \\ P2")
+    for name in table["policies"]:
+        out.add_column(name, justify="right")
+    for i, name in enumerate(table["policies"]):
+        cells = [
+            f"{table['welfare'][i][j]:.3f} ({table['agreement_rate'][i][j]:.2f})"
+            for j in range(len(table["policies"]))
+        ]
+        out.add_row(name, *cells)
+    Console().print(out)
 
 
 def game_name(cfg) -> str:
@@ -251,6 +285,31 @@ def final_evaluation(cfg, solver, hierarchy: Hierarchy, device: torch.device) ->
     if eq is not None:
         out["eq"] = eq
     return out
+
+
+def _bargain_evaluation(cfg, solver, device: torch.device) -> dict:
+    from dgsolve.eval.bargain import bargain_report
+
+    games_per_match = int(cfg.task.eval_games)
+    return bargain_report(solver.policies(), cfg.env, games_per_match, 20_000 + cfg.seed, device)
+
+
+#: evaluations that only some game families have, run every ``task.eval_every`` iterations and
+#: at the end; their results go to TensorBoard and the history under the family's name, and to
+#: ``summary.json`` as ``<family>``.
+GAME_EVALUATIONS = {"bargain": _bargain_evaluation}
+
+
+def log_game_evaluation(cfg, solver, art: RunArtifacts, device: torch.device) -> dict | None:
+    evaluate = GAME_EVALUATIONS.get(cfg.env.family)
+    if evaluate is None:
+        return None
+    report = evaluate(cfg, solver, device)
+    values = flatten(report, cfg.env.family)
+    for tag, value in values.items():
+        art.scalar(tag, value, solver.global_step)
+    art.history.add_evaluation(solver.global_step, values)
+    return report
 
 
 def flatten(tree: dict, prefix: str) -> dict[str, float]:

@@ -55,8 +55,6 @@ def test_main_command_writes_a_complete_run_directory(tmp_path):
             ["hierarchy.action_sequence=[[bob],[agent_0,agent_1,adversary_0]]"],
             "unknown agent 'bob'",
         ),
-        (["hierarchy.action_sequence=[[agent_0],[agent_0,agent_1,adversary_0]]"], "appears twice"),
-        (["hierarchy.action_sequence=[[agent_0],[agent_1]]"], "leaves out"),
         (["env=pettingzoo", "env.factory=no_such_pkg.envs:make"], "cannot import module"),
         (["resume=/nonexistent/run"], "not a dgsolve run directory"),
     ],

@@ -15,7 +15,7 @@ from dgsolve.solvers.ppo import PPOSolver
 from tests.conftest import TINY
 from tests.test_config import options
 
-MPE_ENVS = [e for e in options("env") if e != "pettingzoo"]
+MPE_ENVS = [e for e in options("env") if e.startswith("simple_")]
 
 
 @pytest.mark.parametrize("env", MPE_ENVS)
@@ -25,6 +25,19 @@ def test_every_mpe_env_trains(make_cfg, tmp_path, env):
     assert summary["env_steps"] == 64
     assert set(summary["returns"]) == set(summary["random_returns"])
     assert (tmp_path / "policy.pt").is_file()
+
+
+@pytest.mark.parametrize("env", ["matrix", "lq"])
+def test_games_with_known_answers_train(make_cfg, tmp_path, env):
+    summary = run(make_cfg([*TINY, f"env={env}", "algo=stackelberg_ppo"]), tmp_path)
+    assert summary["env_steps"] == 64
+
+
+def test_tiers_on_the_bargaining_game_are_refused(make_cfg, tmp_path):
+    from dgsolve.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="hierarchy=simultaneous"):
+        run(make_cfg([*TINY, "env=bargain", "algo=stackelberg_ppo"]), tmp_path)
 
 
 def test_mpe_continuous_actions_train(make_cfg, tmp_path):

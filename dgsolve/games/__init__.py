@@ -68,7 +68,18 @@ def _make_lq(cfg, device: torch.device) -> Game:
     return LQGame(cfg, device)
 
 
+def _make_bargain(cfg, device: torch.device) -> Game:
+    from dgsolve.games.bargain import make_bargain
+
+    fields = {k: v for k, v in _plain(cfg).items() if k != "name"}
+    game = make_bargain(fields, device)
+    # BARGAIN.md's five observation blocks are the transformer policy's tokens
+    game.token_slices = tuple((s.start, s.stop) for s in game.rules.tokens.values())
+    return game
+
+
 FAMILIES: dict[str, Callable[..., Game]] = {
+    "bargain": _make_bargain,
     "pettingzoo": _make_pettingzoo,
     "mpe": _make_mpe,
     "matrix": _make_matrix,

@@ -81,6 +81,9 @@ class Game(ABC):
     can_clone: bool = False
     #: agent that naturally leads (``hierarchy=leader_follower``); ``None`` means the first agent.
     leader: str | None = None
+    #: ``(start, end)`` column ranges that cut an observation into tokens for a transformer
+    #: policy (``algo.network=transformer``); ``None`` where the game defines none.
+    token_slices: tuple[tuple[int, int], ...] | None = None
 
     @abstractmethod
     def spec(self, agent: str) -> AgentSpec:

@@ -27,13 +27,14 @@ Ties a follower is indifferent about are broken in the leader's favour, as in th
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
 import torch
 from torch.distributions import Categorical, Normal
 
-from dgsolve.errors import CapabilityError
+from dgsolve.errors import CapabilityError, RunDirError
 from dgsolve.eval import exact_matrix
 from dgsolve.eval.exact import exact_reference
 from dgsolve.games.base import AgentSpec, Game
@@ -46,7 +47,7 @@ RESPONSE_TOL = 1e-5
 
 
 # --------------------------------------------------------------------------- policies
-class ExactPolicy:
+class ExactPolicy(ABC):
     """What every exact policy offers: ``distribution``, ``answer``, ``act`` and ``state``.
 
     ``net`` and ``prepare`` give it the surface of a :class:`~dgsolve.policy.NetPolicy`
@@ -63,11 +64,13 @@ class ExactPolicy:
     def prepare(self, obs: torch.Tensor) -> torch.Tensor:
         return obs
 
+    @abstractmethod
     def distribution(self, obs: torch.Tensor, legal: torch.Tensor | None = None):
-        raise NotImplementedError
+        """The action distribution at ``obs`` (the agent's observation plus what it sees)."""
 
+    @abstractmethod
     def state(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The policy as plain lists, for ``policy.pt``."""
 
     @torch.no_grad()
     def answer(self, obs: torch.Tensor) -> torch.Tensor:
@@ -322,12 +325,24 @@ class ExactSolver:
         self.global_step = int(state["global_step"])
 
     def policy_state(self) -> dict:
-        """What ``policy.pt`` holds: each agent's exact policy as plain lists."""
+        """What ``policy.pt`` holds: each agent's exact policy as plain lists (for reading; the
+        policies are rebuilt from the config, see :meth:`load_policy_state`)."""
         return {
             "solver": "exact",
             "tiers": [list(t) for t in self.hierarchy.tiers],
             "policies": {a: p.state() for a, p in self.policies().items()},
         }
+
+    def load_policy_state(self, state: dict) -> None:
+        """Accept a ``policy.pt`` written by :meth:`policy_state`. The exact policies are a
+        function of the game and the hierarchy alone, so they are recomputed, not read."""
+        tiers = [list(t) for t in self.hierarchy.tiers]
+        if state.get("solver") != "exact" or state.get("tiers") != tiers:
+            raise RunDirError(
+                f"policy.pt was not written by algo=exact with tiers {tiers}; rebuild the run's "
+                "policies with the algo and hierarchy it was trained with"
+            )
+        self.policies()
 
     # ------------------------------------------------------------------ matrix games
     def _played(self) -> str:

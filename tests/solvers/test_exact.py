@@ -7,17 +7,23 @@ the games of Gerstgrasser & Parkes, "Oracles & Followers", ICML 2023).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from dgsolve.cli import config_dir
 from dgsolve.errors import CapabilityError
-from dgsolve.games.matrix import CANONICAL_GAMES
+from dgsolve.eval.equilibrium import equilibrium_report
+from dgsolve.eval.returns import evaluate_returns
+from dgsolve.games.matrix import CANONICAL_GAMES, MatrixConfig, MatrixGame
 from dgsolve.hierarchy import Hierarchy
-from dgsolve.run import run
+from dgsolve.run import load_policies, run
 from dgsolve.solvers.exact import ExactSolver
+from tests.conftest import compose_config
 
 EXACT = ["algo=exact", "env=matrix", "task.progress=false", "hardware=cpu", "task.eval_episodes=4"]
 
@@ -67,25 +73,36 @@ def test_hand_tables_cover_the_twelve_games():
 
 
 @pytest.mark.parametrize("game", sorted(CANONICAL_GAMES))
-def test_exact_plays_the_stackelberg_and_nash_solutions(make_cfg, tmp_path, game):
-    lead = run(make_cfg([*EXACT, f"env.game={game}", "hierarchy=leader_follower"]), tmp_path / "s")
+def test_exact_plays_the_stackelberg_solution(make_cfg, tmp_path, game):
+    summary = run(make_cfg([*EXACT, f"env.game={game}", "hierarchy=leader_follower"]), tmp_path)
     row, column = STACKELBERG[game]
-    assert lead["returns"] == {"row": row, "column": column}
-    assert lead["exact"]["stackelberg"]["payoffs"] == {"row": row, "column": column}
-    assert lead["eq"]["stackelberg_gap"] == 0.0
-    assert lead["eq"]["nash_gap"] == 0.0
-    assert lead["env_steps"] == 0 and lead["iterations"] == 1
+    assert summary["returns"] == {"row": row, "column": column}
+    assert summary["exact"]["stackelberg"]["payoffs"] == {"row": row, "column": column}
+    assert summary["eq"]["stackelberg_gap"] == 0.0
+    assert summary["eq"]["nash_gap"] == 0.0
+    assert summary["env_steps"] == 0 and summary["iterations"] == 1
 
-    nash = run(make_cfg([*EXACT, f"env.game={game}", "hierarchy=simultaneous"]), tmp_path / "n")
+
+@pytest.mark.parametrize("game", sorted(CANONICAL_GAMES))
+def test_exact_plays_the_first_nash_equilibrium(game):
+    env = MatrixConfig(game=game, num_envs=2)
+    game_ = MatrixGame(env)
+    hierarchy = Hierarchy((game_.agents,))
+    solver = ExactSolver(SimpleNamespace(name="exact"), game_, hierarchy, torch.device("cpu"), 0)
+    while not solver.done:
+        solver.step()
+    joint = solver.joint_policy()
     row, column = FIRST_NASH[game]
-    assert nash["returns"] == {"row": row, "column": column}
-    assert nash["exact"]["nash"][0]["payoffs"] == {"row": row, "column": column}
-    assert nash["eq"]["nash_gap"] == 0.0
-    assert "stackelberg" not in nash["exact"] and "stackelberg_gap" not in nash["eq"]
+    assert evaluate_returns(game_, joint.act, 2, seed=0) == {"row": row, "column": column}
+    assert solver.summary()["exact"]["nash"][0]["payoffs"] == {"row": row, "column": column}
+    cfg = OmegaConf.create({"seed": 0, "env": {**vars(env), "name": "matrix"}})
+    eq = equilibrium_report(cfg, joint, hierarchy, torch.device("cpu"))
+    assert eq["nash_gap"] == 0.0 and "stackelberg_gap" not in eq
 
 
 def test_exact_section_shape_and_artifacts(make_cfg, tmp_path):
-    summary = run(make_cfg([*EXACT, "env.game=chicken", "hierarchy=leader_follower"]), tmp_path)
+    cfg = make_cfg([*EXACT, "env.game=chicken", "hierarchy=leader_follower"])
+    summary = run(cfg, tmp_path)
     exact = summary["exact"]
     assert set(exact) == {"mode", "nash", "stackelberg", "stackelberg_mixed", "played"}
     assert exact["mode"] == "leader_follower" and exact["played"] == "stackelberg"
@@ -106,20 +123,21 @@ def test_exact_section_shape_and_artifacts(make_cfg, tmp_path):
     assert policy["policies"]["row"]["probs"][-1] == [0.0, 1.0]
     assert policy["policies"]["column"]["probs"][-1] == [[0.0, 1.0], [1.0, 0.0]]
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    # the run directory alone rebuilds policies that play the same solution (Hydra's CLI writes
+    # .hydra/config.yaml; run() called from Python does not)
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(cfg, tmp_path / ".hydra" / "config.yaml")
+    joint, _ = load_policies(tmp_path, num_envs=4)
+    game = MatrixGame(MatrixConfig(game="chicken", num_envs=4))
+    assert evaluate_returns(game, joint.act, 4, seed=0) == {"row": 4.0, "column": 2.0}
 
 
 def test_repeated_game_commitment_is_played_in_queries_mode(make_cfg, tmp_path):
     # The leader-optimal memory-1 commitment of the 10-round prisoner's dilemma with offset -2.5
     # (checked against the game in tests/eval/test_exact_matrix.py) opens with (D, C), worth
     # 4 - 2.5 = 1.5 and 1 - 2.5 = -1.5, then stays at (C, C), 0.5 each: (6, 3).
-    cfg = make_cfg(
-        [
-            *EXACT,
-            "+experiment=prisoners_dilemma_repeated",
-            "algo=exact",
-            "task.progress=false",
-        ]
-    )
+    setting = ["env.rounds=10", "env.reward_offset=-2.5", "hierarchy=leader_follower"]
+    cfg = make_cfg([*EXACT, *setting, "hierarchy.follower_observes=queries"])
     summary = run(cfg, tmp_path)
     stack = summary["exact"]["stackelberg"]
     assert stack["path"] == [[1, 0]] + [[0, 0]] * 9
@@ -167,6 +185,23 @@ def test_lq_nash_gains_per_step_and_checkpoint_round_trip(make_cfg, tmp_path):
     assert max(summary["eq"]["gain_error"].values()) < 1e-6
     state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
     assert state["solver"] == {"iteration": 1, "global_step": 0}
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.stem for p in (Path(config_dir()) / "experiment").glob("*.yaml"))
+)
+def test_every_experiment_composes(name):
+    cfg = compose_config([f"+experiment={name}"])
+    assert cfg.env.family in ("matrix", "lq")
+    if name.endswith("_repeated") or name == "oracles_followers":
+        # the setting of "Oracles & Followers": 10 rounds, offset -2.5, query answers
+        assert (cfg.env.rounds, cfg.env.reward_offset) == (10, -2.5)
+        assert cfg.hierarchy.follower_observes.value == "queries"
+        assert cfg.algo.name == "stackelberg_ppo"
+        assert cfg.env.game == name.removesuffix("_repeated").replace(
+            "oracles_followers", "prisoners_dilemma"
+        )
+    assert compose_config([f"+experiment={name}", "algo=nash_ppo"]).algo.name == "nash_ppo"
 
 
 def test_exact_needs_a_game_with_a_reference():
