@@ -10,10 +10,13 @@ bootstrapping truncated games).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,23 @@ class Game(ABC):
     def render_episode(self, policy_fn, max_steps: int, seed: int) -> list[np.ndarray]:
         """Play one greedy episode in a fresh copy and return its RGB frames."""
         raise NotImplementedError(f"{type(self).__name__} does not render")
+
+
+class CoercibleConfig:
+    """Mixin for a game's config dataclass: build it from a DictConfig or a mapping."""
+
+    @classmethod
+    def coerce(cls, cfg: Any):
+        """``cfg`` itself if it is already one, else one built from a DictConfig or a mapping
+        (keys that are not fields, such as a config group's ``name``, are ignored)."""
+        if isinstance(cfg, cls):
+            return cfg
+        if isinstance(cfg, DictConfig):
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+        if not isinstance(cfg, Mapping):
+            raise TypeError(f"cannot build a {cls.__name__} from {type(cfg).__name__}")
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in cfg.items() if k in names})
 
 
 def all_true(num_envs: int, width: int | None, device: torch.device) -> torch.Tensor:

@@ -20,16 +20,13 @@ not reached.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from dgsolve.errors import ConfigError
-from dgsolve.games.base import AgentSpec, Game, TimeStep, all_true
+from dgsolve.games.base import AgentSpec, CoercibleConfig, Game, TimeStep, all_true
 
 
 # The default game: both players push the state along the same input direction. p1 mostly cares
@@ -54,7 +51,7 @@ def _default_R() -> dict:
 
 
 @dataclass
-class LQConfig:
+class LQConfig(CoercibleConfig):
     """A linear-quadratic game; the defaults are a two-player game with a 2-D state.
 
     Matrices are nested lists: ``A`` is ``n x n``; ``B[i]`` is ``n x m_i``; ``Q[i]`` and
@@ -85,19 +82,6 @@ class LQConfig:
     @property
     def agents(self) -> tuple[str, ...]:
         return tuple(self.B)
-
-    @classmethod
-    def coerce(cls, cfg: Any) -> LQConfig:
-        """``cfg`` itself if it is a LQConfig, else one built from a DictConfig or a mapping
-        (keys that are not fields, such as a config group's ``name``, are ignored)."""
-        if isinstance(cfg, cls):
-            return cfg
-        if isinstance(cfg, DictConfig):
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-        if not isinstance(cfg, Mapping):
-            raise TypeError(f"cannot build a {cls.__name__} from {type(cfg).__name__}")
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in cfg.items() if k in names})
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` with a one-line message if the config cannot be used."""

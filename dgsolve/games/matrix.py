@@ -16,16 +16,13 @@ where memory-1 policies see the last joint action.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from dgsolve.errors import ConfigError
-from dgsolve.games.base import AgentSpec, Game, TimeStep, all_true
+from dgsolve.games.base import AgentSpec, CoercibleConfig, Game, TimeStep, all_true
 
 #: The twelve canonical 2x2 games of "Oracles & Followers: Stackelberg Equilibria in Deep
 #: Multi-Agent Reinforcement Learning" (Gerstgrasser & Parkes, ICML 2023), also used in "The Good
@@ -50,7 +47,7 @@ AGENTS = ("row", "column")
 
 
 @dataclass
-class MatrixConfig:
+class MatrixConfig(CoercibleConfig):
     """A bimatrix game: a canonical one by name, or any ``m x n`` payoff table.
 
     ``payoffs`` is a list of ``m`` rows of ``n`` ``[row payoff, column payoff]`` pairs; when given
@@ -67,19 +64,6 @@ class MatrixConfig:
     payoffs: list | None = None
     rounds: int = 1
     reward_offset: float = 0.0
-
-    @classmethod
-    def coerce(cls, cfg: Any) -> MatrixConfig:
-        """``cfg`` itself if it is a MatrixConfig, else one built from a DictConfig or a mapping
-        (keys that are not fields, such as a config group's ``name``, are ignored)."""
-        if isinstance(cfg, cls):
-            return cfg
-        if isinstance(cfg, DictConfig):
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-        if not isinstance(cfg, Mapping):
-            raise TypeError(f"cannot build a {cls.__name__} from {type(cfg).__name__}")
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in cfg.items() if k in names})
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` with a one-line message if the config cannot be used."""
