@@ -129,13 +129,19 @@ class RunArtifacts:
             self._writer.add_scalar(tag, value, step)
 
     def log_episodes(self, episodes: list[tuple[int, dict[str, float]]]) -> None:
+        """Every episode goes to the history; TensorBoard gets one point per call (an
+        iteration): the mean return of the episodes that finished, and its running EMA."""
         for env_step, returns in episodes:
             self.history.add_episode(env_step, returns)
-            for a, r in returns.items():
-                prev = self._smoothed.get(a)
-                self._smoothed[a] = r if prev is None else SMOOTHING * prev + (1 - SMOOTHING) * r
-                self.scalar(f"charts/episodic_return/{a}", r, env_step)
-                self.scalar(f"charts/smoothed_return/{a}", self._smoothed[a], env_step)
+        if not episodes:
+            return
+        env_step = episodes[-1][0]
+        for a in episodes[0][1]:
+            mean = sum(r[a] for _, r in episodes) / len(episodes)
+            prev = self._smoothed.get(a)
+            self._smoothed[a] = mean if prev is None else SMOOTHING * prev + (1 - SMOOTHING) * mean
+            self.scalar(f"charts/episodic_return/{a}", mean, env_step)
+            self.scalar(f"charts/smoothed_return/{a}", self._smoothed[a], env_step)
 
     def log_losses(self, env_step: int, losses: dict[str, dict[str, float]]) -> None:
         for learner, values in losses.items():

@@ -351,7 +351,7 @@ def lq_report(
     ref_costs = target["costs"]
     return {
         "gains": gains,
-        "gain_error": {a: exact_lq.gain_error(gains[a], target["gains"][a]) for a in agents},
+        "gain_error": {a: float(exact_lq.gain_error(gains[a], target["gains"][a])) for a in agents},
         "cost_gap": {
             a: _finite((costs[a] - ref_costs[a]) / max(abs(ref_costs[a]), 1e-12)) for a in agents
         },

@@ -3,8 +3,9 @@
 Every solver has the same shape: ``step() -> dict`` (one iteration: ``{"episodes": [(env_step,
 {agent: return})], "losses": {learner: {name: value}}}``), ``done``, ``iteration``,
 ``num_iterations``, ``global_step``, ``policies()``, ``joint_policy()``, ``state_dict()`` /
-``load_state_dict()`` and ``policy_state()``; optionally ``summary() -> dict``, merged into
-``summary.json``.
+``load_state_dict()``, ``policy_state()`` and ``load_policy_state()`` (what ``policy.pt`` holds,
+and how :func:`dgsolve.run.load_policies` puts it back); optionally ``summary() -> dict``,
+merged into ``summary.json``.
 """
 
 from __future__ import annotations
