@@ -6,7 +6,9 @@ import functools
 
 import pytest
 import torch
+from gymnasium import spaces
 from mpe2 import simple_adversary_v3, simple_speaker_listener_v4, simple_world_comm_v3
+from pettingzoo import ParallelEnv
 from pettingzoo.classic import rps_v2, tictactoe_v3
 
 from dgsolve.errors import EnvFactoryError
@@ -126,3 +128,44 @@ def test_agents_must_be_known_at_reset():
 
     with pytest.raises(EnvFactoryError, match="known at reset"):
         PettingZooGame(lazy, 1)
+
+
+class EarlyExit(ParallelEnv):
+    """Agent 'a' terminates after 2 steps, 'b' after 4; each step pays 1 to every live agent."""
+
+    metadata = {"name": "early_exit_v0"}
+    possible_agents = ["a", "b"]
+    lifetime = {"a": 2, "b": 4}
+
+    def observation_space(self, agent):
+        return spaces.Box(0, 10, (1,))
+
+    def action_space(self, agent):
+        return spaces.Discrete(2)
+
+    def reset(self, seed=None, options=None):
+        self.agents, self.t = list(self.possible_agents), 0
+        return {a: [0.0] for a in self.agents}, {a: {} for a in self.agents}
+
+    def step(self, actions):
+        self.t += 1
+        obs = {a: [float(self.t)] for a in self.agents}
+        rew = {a: 1.0 for a in self.agents}
+        term = {a: self.t >= self.lifetime[a] for a in self.agents}
+        trunc = {a: False for a in self.agents}
+        self.agents = [a for a in self.agents if not term[a]]
+        return obs, rew, term, trunc, {a: {} for a in obs}
+
+
+def test_agents_that_finish_early_stop_acting_until_reset():
+    game = PettingZooGame(EarlyExit, num_envs=2)
+    ts = game.reset(seed=0)
+    acting, rewards, done = [], [], []
+    for _ in range(5):
+        ts = game.step({a: torch.zeros(2, dtype=torch.long) for a in game.agents})
+        acting.append((bool(ts.acting["a"][0]), bool(ts.acting["b"][0])))
+        rewards.append((float(ts.reward["a"][0]), float(ts.reward["b"][0])))
+        done.append(bool(ts.terminated[0]))
+    assert acting == [(True, True), (False, True), (False, True), (True, True), (True, True)]
+    assert rewards == [(1, 1), (1, 1), (0, 1), (0, 1), (1, 1)]  # a's last reward paid once
+    assert done == [False, False, False, True, False]
