@@ -184,12 +184,15 @@ class RunArtifacts:
         plots = self.dir / "plots"
         plots.mkdir(exist_ok=True)
         fig, ax = plt.subplots(figsize=(7, 4))
-        steps = np.asarray(self.history.episodes["env_step"])
+        # episodes that end in the same step (copies finish together) become one point
+        steps, first = np.unique(np.asarray(self.history.episodes["env_step"]), return_index=True)
         for a, v in self.history.episodes["returns"].items():
             if v:
-                ax.plot(steps, _ema(np.asarray(v)), label=a)
+                means = np.add.reduceat(np.asarray(v, dtype=np.float64), first)
+                means /= np.diff(np.append(first, len(v)))
+                ax.plot(steps, _ema(means), label=a)
         ax.set_xlabel("environment steps")
-        ax.set_ylabel(f"episodic return (EMA {SMOOTHING})")
+        ax.set_ylabel(f"mean episodic return (EMA {SMOOTHING})")
         if len(steps):
             ax.legend(fontsize="small")
         fig.tight_layout()
