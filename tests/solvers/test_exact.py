@@ -191,8 +191,10 @@ def test_lq_nash_gains_per_step_and_checkpoint_round_trip(make_cfg, tmp_path):
     "name", sorted(p.stem for p in (Path(config_dir()) / "experiment").glob("*.yaml"))
 )
 def test_every_experiment_composes(name):
+    from dgsolve.games import FAMILIES
+
     cfg = compose_config([f"+experiment={name}"])
-    assert cfg.env.family in ("matrix", "lq")
+    assert cfg.env.family in FAMILIES
     if name.endswith("_repeated") or name == "oracles_followers":
         # the setting of "Oracles & Followers": 10 rounds, offset -2.5, query answers
         assert (cfg.env.rounds, cfg.env.reward_offset) == (10, -2.5)
