@@ -30,8 +30,7 @@ def load_player(spec: str, env_cfg, device: torch.device, seed: int):
     from dgsolve.run import load_policies
 
     if spec in BASELINES:
-        fields = {k: v for k, v in dict(env_cfg.items()).items() if k != "name"}
-        return make_baseline(spec, BargainRules.from_config(fields), seed=seed)
+        return make_baseline(spec, BargainRules.from_config(dict(env_cfg.items())), seed=seed)
     if not Path(spec).expanduser().is_dir():
         raise ConfigError(
             f"crossplay policy '{spec}' is neither a baseline {sorted(BASELINES)} nor a run "
@@ -56,7 +55,7 @@ def run_crossplay(cfg, run_dir: Path | str, device: torch.device) -> dict:
         name: load_player(spec, cfg.env, device, cfg.seed)
         for name, spec in zip(names, specs, strict=True)
     }
-    fields = {k: v for k, v in dict(cfg.env.items()).items() if k != "name"}
+    fields = dict(cfg.env.items())
     if device.type == "cpu":
         fields["backend"] = "torch"
     table = crossplay_matrix(players, int(cfg.task.games), int(cfg.seed), device, fields)

@@ -46,8 +46,7 @@ def seated(policies: dict[str, Any], env_cfg) -> SeatedPolicy:
 
 
 def _game_cfg(env_cfg) -> BargainConfig:
-    items = {k: v for k, v in dict(env_cfg.items()).items() if k != "name"}
-    return BargainConfig.coerce(items)
+    return BargainConfig.coerce(dict(env_cfg.items()))
 
 
 def bargain_report(

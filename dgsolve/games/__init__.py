@@ -26,34 +26,23 @@ def _plain(cfg) -> dict:
     return dict(vars(cfg))
 
 
-def _make_pettingzoo(cfg, device: torch.device) -> Game:
+def _pettingzoo_game(cfg, device: torch.device, kwargs: dict, **options) -> Game:
     from dgsolve.games.pettingzoo import PettingZooGame, import_factory
 
-    factory = import_factory(cfg.factory)
-    kwargs = _plain(cfg.kwargs) if cfg.kwargs else {}
+    factory = functools.partial(import_factory(cfg.factory), **kwargs)
     return PettingZooGame(
-        functools.partial(factory, **kwargs),
-        num_envs=cfg.num_envs,
-        device=device,
-        max_cycles=cfg.max_cycles,
-        leader=cfg.leader,
-        can_render=cfg.render,
-        wrap_aec=cfg.wrap_aec,
+        factory, cfg.num_envs, device, leader=cfg.leader, can_render=cfg.render, **options
     )
+
+
+def _make_pettingzoo(cfg, device: torch.device) -> Game:
+    kwargs = _plain(cfg.kwargs) if cfg.kwargs else {}
+    return _pettingzoo_game(cfg, device, kwargs, max_cycles=cfg.max_cycles, wrap_aec=cfg.wrap_aec)
 
 
 def _make_mpe(cfg, device: torch.device) -> Game:
-    from dgsolve.games.pettingzoo import PettingZooGame, import_factory
-
-    factory = import_factory(cfg.factory)
     kwargs = {k: v for k, v in _plain(cfg).items() if k not in _MPE_OWN_FIELDS}
-    return PettingZooGame(
-        functools.partial(factory, **kwargs),
-        num_envs=cfg.num_envs,
-        device=device,
-        leader=cfg.leader,
-        can_render=cfg.render,
-    )
+    return _pettingzoo_game(cfg, device, kwargs)
 
 
 def _make_matrix(cfg, device: torch.device) -> Game:
@@ -71,8 +60,7 @@ def _make_lq(cfg, device: torch.device) -> Game:
 def _make_bargain(cfg, device: torch.device) -> Game:
     from dgsolve.games.bargain import make_bargain
 
-    fields = {k: v for k, v in _plain(cfg).items() if k != "name"}
-    game = make_bargain(fields, device)
+    game = make_bargain(_plain(cfg), device)
     # BARGAIN.md's five observation blocks are the transformer policy's tokens
     game.token_slices = tuple((s.start, s.stop) for s in game.rules.tokens.values())
     return game

@@ -70,13 +70,15 @@ class BargainConfig:
 
     @classmethod
     def coerce(cls, cfg: Any = None) -> BargainConfig:
-        """A validated copy of ``cfg``: a BargainConfig, a mapping, a DictConfig, or None."""
+        """A validated copy of ``cfg``: a BargainConfig, a mapping, a DictConfig, or None (a
+        ``name`` key, the config group's option, is ignored)."""
         if cfg is None:
             out = cls()
         elif isinstance(cfg, cls):
             out = cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
         else:
             items = dict(cfg.items()) if isinstance(cfg, Mapping) else dict(vars(cfg))
+            items.pop("name", None)  # a Hydra config group's option name, not a rule
             known = {f.name for f in fields(cls)}
             unknown = sorted(set(items) - known)
             if unknown:

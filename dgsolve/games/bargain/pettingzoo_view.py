@@ -113,12 +113,10 @@ class _OneGame:
         return line
 
 
-class BargainParallelEnv(ParallelEnv):
-    """Parallel API: both players act every step; the idle player's action is ignored."""
+class _OneGameView:
+    """What both PettingZoo views share: one game, its agents and their spaces."""
 
-    metadata = {"name": "bargain_v0", "render_modes": list(RENDER_MODES), "is_parallelizable": True}
-
-    def __init__(self, render_mode: str | None = None, **kwargs: Any):
+    def _setup(self, render_mode: str | None, kwargs: dict[str, Any]) -> None:
         self._one = _OneGame(render_mode, kwargs)
         self.render_mode = render_mode
         self.possible_agents = list(AGENTS)
@@ -129,6 +127,15 @@ class BargainParallelEnv(ParallelEnv):
 
     def action_space(self, agent: str) -> spaces.Discrete:
         return self._one.action_spaces[agent]
+
+
+class BargainParallelEnv(_OneGameView, ParallelEnv):
+    """Parallel API: both players act every step; the idle player's action is ignored."""
+
+    metadata = {"name": "bargain_v0", "render_modes": list(RENDER_MODES), "is_parallelizable": True}
+
+    def __init__(self, render_mode: str | None = None, **kwargs: Any):
+        self._setup(render_mode, kwargs)
 
     def reset(self, seed: int | None = None, options: dict | None = None):
         self._one.start(seed)
@@ -156,23 +163,14 @@ class BargainParallelEnv(ParallelEnv):
         """Nothing to release."""
 
 
-class BargainAECEnv(AECEnv):
+class BargainAECEnv(_OneGameView, AECEnv):
     """AEC API: ``agent_selection`` is the player to move (P1 first)."""
 
     metadata = {"name": "bargain_v0", "render_modes": list(RENDER_MODES), "is_parallelizable": True}
 
     def __init__(self, render_mode: str | None = None, **kwargs: Any):
         super().__init__()
-        self._one = _OneGame(render_mode, kwargs)
-        self.render_mode = render_mode
-        self.possible_agents = list(AGENTS)
-        self.agents: list[str] = []
-
-    def observation_space(self, agent: str) -> spaces.Box:
-        return self._one.observation_spaces[agent]
-
-    def action_space(self, agent: str) -> spaces.Discrete:
-        return self._one.action_spaces[agent]
+        self._setup(render_mode, kwargs)
 
     def observe(self, agent: str) -> np.ndarray:
         return self._one.obs[agent]
