@@ -8,12 +8,13 @@ it works the same with a plain ``OmegaConf.structured(...)`` config built from P
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from dgsolve.games.bargain.config import BargainConfig
 from dgsolve.games.lq import LQConfig
@@ -48,6 +49,7 @@ class TrainTaskConfig(TaskConfig):
     checkpoint_every: int = 10
     progress: bool = True
     render: bool = True
+    eq_tolerance: float | None = None
 
 
 @dataclass
@@ -71,11 +73,18 @@ class FollowerObserves(str, Enum):
     queries = "queries"
 
 
+class Commitment(str, Enum):
+    auto = "auto"
+    mixed = "mixed"
+    pure = "pure"
+
+
 @dataclass
 class HierarchyConfig:
     mode: HierarchyMode = HierarchyMode.simultaneous
     action_sequence: list[list[str]] | None = None
     follower_observes: FollowerObserves = FollowerObserves.action
+    commitment: Commitment = Commitment.auto
 
 
 # --------------------------------------------------------------------------- env
@@ -86,6 +95,7 @@ class EnvConfig:
     num_envs: int = 8
     leader: str | None = None
     render: bool = False
+    ppo: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -142,6 +152,7 @@ class SimpleWorldCommConfig(MPEEnvConfig):
 @dataclass
 class MatrixEnvConfig(MatrixConfig):
     name: str = "matrix"
+    ppo: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -150,6 +161,7 @@ class LQEnvConfig(LQConfig):
     merged key by key with the YAML and keep agents the user renamed."""
 
     name: str = "lq"
+    ppo: dict[str, Any] = field(default_factory=dict)
     A: list = MISSING
     B: dict = MISSING
     Q: dict = MISSING
@@ -160,6 +172,7 @@ class LQEnvConfig(LQConfig):
 @dataclass
 class BargainEnvConfig(BargainConfig):
     name: str = "bargain"
+    ppo: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- algo
@@ -188,7 +201,7 @@ class PPOConfig(AlgoConfig):
     num_minibatches: int = 4
     lr: float = 3e-4
     anneal_lr: bool = True
-    gamma: float = 0.99
+    gamma: float | None = None
     gae_lambda: float = 0.95
     clip_coef: float = 0.2
     clip_vloss: bool = True
@@ -203,6 +216,10 @@ class PPOConfig(AlgoConfig):
     policy: PolicyForm = PolicyForm.mlp
     network: Network = Network.mlp
     centralised_critic: bool = False
+    leader_probe_rate: float = 0.1
+    leader_warmup: float = 0.0
+    commitment_noise: float = 1.0
+    commitment_noise_final: float = 0.05
 
 
 @dataclass
@@ -244,7 +261,9 @@ SCHEMAS: dict[str, dict[str, type]] = {
 
 
 def register_configs() -> None:
-    """Store every schema as ``<group>/base_<name>`` and the root as ``base_config``."""
+    """Store every schema as ``<group>/base_<name>`` and the root as ``base_config``, and
+    register the ``dgsolve.prod`` resolver (a product of numbers, for budgets in configs)."""
+    OmegaConf.register_new_resolver("dgsolve.prod", lambda *xs: math.prod(xs), replace=True)
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=DGSolveConfig)
     for group, schemas in SCHEMAS.items():

@@ -33,12 +33,17 @@ class Hierarchy:
     """An ordered partition of the game's agents into tiers, and what later tiers observe.
 
     ``queries`` (``follower_observes == "queries"`` only) maps each agent that leads someone to
-    its query observations ``[Q, obs_dim]``.
+    its query observations ``[Q, obs_dim]``. ``commitment`` (queries only) is what a leader
+    commits to: ``mixed`` (followers see its action probabilities) or ``pure`` (once per episode
+    it draws one action per query observation from its policy, followers see that table and it
+    plays it: deterministic commitments, the "query answers as actions" of Gerstgrasser &
+    Parkes).
     """
 
     tiers: tuple[tuple[str, ...], ...]
     follower_observes: str = "action"
     queries: Mapping[str, torch.Tensor] | None = field(default=None, compare=False)
+    commitment: str = "mixed"
 
     @classmethod
     def for_game(cls, cfg, game) -> Hierarchy:
@@ -57,7 +62,12 @@ class Hierarchy:
             )
         leaders = {a for tier in tiers.tiers[:-1] for a in tier}
         queries = {a: game.query_observations(a) for a in leaders}
-        return cls(tiers.tiers, "queries", queries)
+        commitment = _value(getattr(cfg, "commitment", "auto"))
+        if commitment == "auto":
+            # the class of the exact references: mixed strategies in one-shot games,
+            # deterministic memory-1 tables in repeated ones
+            commitment = "mixed" if game.episode_steps == 1 else "pure"
+        return cls(tiers.tiers, "queries", queries, commitment)
 
     @classmethod
     def from_config(cls, cfg, agents: Sequence[str], leader: str | None = None) -> Hierarchy:
@@ -132,6 +142,11 @@ class Hierarchy:
     def observes_queries(self) -> bool:
         return self.follower_observes == "queries"
 
+    @property
+    def pure_commitments(self) -> bool:
+        """Followers see a table of actions drawn from the leader's policy (queries mode)."""
+        return self.observes_queries and self.commitment == "pure"
+
     def seen_size(self, agent: str, specs: dict[str, AgentSpec]) -> int:
         """Width of what ``agent`` sees of its predecessors."""
         if self.observes_queries:
@@ -149,12 +164,17 @@ class Hierarchy:
         obs: torch.Tensor,
         seen: dict[str, torch.Tensor],
         specs: dict[str, AgentSpec],
+        acting: dict[str, torch.Tensor] | None = None,
+        as_actions: bool = False,
     ) -> torch.Tensor:
         """Append what ``agent`` sees of its predecessors to ``obs``.
 
         ``seen[p]`` is p's action ``[B]`` (one-hot encoded here) or ``[B, action_dim]`` in
-        ``action`` mode, and p's flattened query answers ``[Q * action_size]`` in ``queries``
-        mode (the same for every copy).
+        ``action`` mode, and p's flattened query answers (``[Q * action_size]``, the same for
+        every copy, or ``[B, Q * action_size]``, one commitment per copy) in ``queries`` mode.
+        ``acting[p]`` (``[B]`` bool, action mode) marks where p decides in this step; elsewhere
+        (a turn-based game where p waits) p's action is encoded as "no action": zeros.
+        ``as_actions`` encodes actions whatever the mode (a critic that sees realised actions).
         """
         preds = self.predecessors(agent)
         if not preds:
@@ -162,21 +182,31 @@ class Hierarchy:
         parts = [obs]
         for a in preds:
             spec = specs[a]
-            if self.observes_queries:
+            if self.observes_queries and not as_actions:
                 parts.append(seen[a].to(obs.dtype).expand(*obs.shape[:-1], -1))
-            elif spec.discrete:
-                parts.append(F.one_hot(seen[a].long(), spec.num_actions).to(obs.dtype))
+                continue
+            if spec.discrete:
+                encoded = F.one_hot(seen[a].long(), spec.num_actions).to(obs.dtype)
             else:
-                parts.append(seen[a].to(obs.dtype))
+                encoded = seen[a].to(obs.dtype)
+            if acting is not None and a in acting:
+                encoded = encoded * acting[a].to(obs.dtype).reshape(*encoded.shape[:-1], 1)
+            parts.append(encoded)
         return torch.cat(parts, dim=-1)
 
     def describe(self) -> str:
         if self.is_simultaneous:
             return "simultaneous (" + ", ".join(self.tiers[0]) + ")"
         tiers = " -> ".join("[" + ", ".join(t) + "]" for t in self.tiers)
-        return tiers + (" (followers see query answers)" if self.observes_queries else "")
+        if not self.observes_queries:
+            return tiers
+        return tiers + f" (followers see query answers, {self.commitment} commitments)"
 
 
 def _mode(cfg) -> str:
-    mode = getattr(cfg, "mode", "simultaneous")
-    return getattr(mode, "value", mode)
+    return _value(getattr(cfg, "mode", "simultaneous"))
+
+
+def _value(option) -> str:
+    """An enum option's value, or the string itself."""
+    return str(getattr(option, "value", option))

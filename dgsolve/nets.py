@@ -118,18 +118,28 @@ class ActorCritic(nn.Module):
     def value(self, critic_obs: torch.Tensor) -> torch.Tensor:
         return self.critic_head(self.critic_torso(critic_obs)).squeeze(-1)
 
+    def actor_out(self, obs: torch.Tensor) -> torch.Tensor:
+        """The actor head's raw output: logits (discrete) or the Gaussian mean (continuous)."""
+        return self.actor_head(self.actor_torso(obs))
+
     def distribution(self, obs: torch.Tensor, legal: torch.Tensor | None = None):
-        out = self.actor_head(self.actor_torso(obs))
+        out = self.actor_out(obs)
         if self.discrete:
             return Categorical(logits=masked_logits(out, legal), validate_args=False)
         return Normal(out, self.log_std.exp().expand_as(out), validate_args=False)
 
     def sample(
-        self, obs: torch.Tensor, legal: torch.Tensor | None = None
+        self,
+        obs: torch.Tensor,
+        legal: torch.Tensor | None = None,
+        offset: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw actions and their log-probabilities (the rollout's hot path, so no
-        ``torch.distributions`` objects: they cost more than the tiny network here)."""
-        out = self.actor_head(self.actor_torso(obs))
+        ``torch.distributions`` objects: they cost more than the tiny network here).
+        ``offset`` is added to the head's output first (a drawn commitment's perturbation)."""
+        out = self.actor_out(obs)
+        if offset is not None:
+            out = out + offset
         if self.discrete:
             logp_all = torch.log_softmax(masked_logits(out, legal), dim=-1)
             action = torch.multinomial(logp_all.exp(), 1)
@@ -140,7 +150,7 @@ class ActorCritic(nn.Module):
         return out + std * noise, logp.sum(-1)
 
     def greedy(self, obs: torch.Tensor, legal: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.actor_head(self.actor_torso(obs))
+        out = self.actor_out(obs)
         return masked_logits(out, legal).argmax(-1) if self.discrete else out
 
     def log_prob_entropy(

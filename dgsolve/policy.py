@@ -92,10 +92,17 @@ class JointPolicy:
                 answers[agent] = self.policies[agent].answer(x).reshape(-1)
         return answers
 
-    def context(self, agent: str, obs: torch.Tensor, seen: dict[str, torch.Tensor]) -> torch.Tensor:
+    def context(
+        self,
+        agent: str,
+        obs: torch.Tensor,
+        seen: dict[str, torch.Tensor],
+        acting: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """The observation ``agent``'s policy acts on: ``obs`` plus what it sees of earlier tiers
-        (``seen``: their actions, or :meth:`query_answers` in queries mode)."""
-        return self.hierarchy.augment(agent, obs, seen, self.specs)
+        (``seen``: their actions, or :meth:`query_answers` in queries mode; ``acting``: where
+        each of them decides, so that a waiting leader shows "no action")."""
+        return self.hierarchy.augment(agent, obs, seen, self.specs, acting)
 
     def distribution(
         self,
@@ -112,18 +119,22 @@ class JointPolicy:
 
     @torch.no_grad()
     def act(self, ts: TimeStep, greedy: bool = False) -> dict[str, torch.Tensor]:
-        return self.act_on(ts.obs, ts.legal, greedy)
+        return self.act_on(ts.obs, ts.legal, greedy, ts.acting)
 
     @torch.no_grad()
     def act_on(
-        self, obs: dict[str, torch.Tensor], legal: dict[str, torch.Tensor], greedy: bool = False
+        self,
+        obs: dict[str, torch.Tensor],
+        legal: dict[str, torch.Tensor],
+        greedy: bool = False,
+        acting: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         answers = self.query_answers()
         actions: dict[str, torch.Tensor] = {}
         for tier in self.hierarchy.tiers:
             tier_actions = {}
             for agent in tier:
-                x = self.context(agent, obs[agent], answers or actions)
+                x = self.context(agent, obs[agent], answers or actions, acting)
                 mask = legal[agent] if self.specs[agent].discrete else None
                 tier_actions[agent] = self.policies[agent].act(x, mask, greedy)
             actions.update(tier_actions)

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from dgsolve import __version__, games, solvers
 from dgsolve.artifacts import RunArtifacts
 from dgsolve.errors import ConfigError, Interrupted, RunDirError, TrainingDiverged
-from dgsolve.eval.equilibrium import equilibrium_report
+from dgsolve.eval.equilibrium import equilibrium_report, verdict_line
 from dgsolve.eval.returns import evaluate_returns, uniform_random_actions
 from dgsolve.hierarchy import Hierarchy
 
@@ -243,6 +243,8 @@ def run(cfg: DictConfig, run_dir: Path | str) -> dict:
         art.write_gif(render_rollout(game, solver, cfg))
     art.close()
     game.close()
+    if "eq" in summary:
+        print(f"dgsolve: {verdict_line(summary['eq'], hierarchy)}")
     return summary
 
 

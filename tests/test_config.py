@@ -69,3 +69,36 @@ def test_every_yaml_key_has_a_comment():
             is_header = stripped.endswith(":") and not line.startswith(" ")
             if key_line and not is_header and not stripped.startswith("name:"):
                 assert "#" in line, f"{path.name}: '{stripped}' has no comment"
+
+
+def test_games_bring_their_ppo_settings_and_the_command_line_wins():
+    matrix = compose_config(["env=matrix", "algo=nash_ppo"]).algo
+    assert (matrix.lr, matrix.num_steps, matrix.num_minibatches, matrix.ent_coef) == (
+        0.01,
+        1,
+        1,
+        0.0,
+    )
+    assert matrix.total_timesteps == 256 * 200  # 200 iterations of every copy
+    repeated = compose_config(["env=matrix", "env.rounds=10", "env.num_envs=8"]).algo
+    assert (repeated.num_steps, repeated.total_timesteps) == (10, 8 * 10 * 200)
+    assert compose_config(["env=matrix", "algo.lr=0.5"]).algo.lr == 0.5
+    lq = compose_config(["env=lq", "algo=stackelberg_ppo"]).algo
+    assert lq.policy.value == "linear" and lq.ent_coef == 0.2
+    bargain = compose_config(["env=bargain", "algo=ppo"]).algo
+    assert bargain.total_timesteps == 10_000_000 and list(bargain.hidden_sizes) == [256, 256]
+    mpe = compose_config(["env=simple_spread", "algo=nash_ppo"]).algo
+    assert (mpe.lr, mpe.num_steps, mpe.gamma) == (0.0003, 64, None)
+
+
+def test_exact_algo_ignores_the_ppo_settings():
+    cfg = compose_config(["env=matrix", "algo=exact"])
+    assert "lr" not in cfg.algo and cfg.env.ppo.lr == 0.01
+
+
+@pytest.mark.parametrize("commitment", ["auto", "mixed", "pure"])
+def test_commitment_options_compose(commitment):
+    cfg = compose_config(
+        ["hierarchy.follower_observes=queries", f"hierarchy.commitment={commitment}"]
+    )
+    assert cfg.hierarchy.commitment.value == commitment

@@ -83,7 +83,13 @@ def test_queries_mode_sees_the_leaders_answers_not_its_action(make_cfg):
     from dgsolve.solvers.ppo import PPOSolver
 
     cfg = make_cfg(
-        ["env=matrix", "env.rounds=3", "hierarchy.follower_observes=queries", "env.num_envs=4"]
+        [
+            "env=matrix",
+            "env.rounds=3",
+            "hierarchy.follower_observes=queries",
+            "env.num_envs=4",
+            "algo.num_steps=3",
+        ]
     )
     game = games.make(cfg.env)
     h = Hierarchy.for_game(cfg.hierarchy, game)

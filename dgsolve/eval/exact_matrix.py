@@ -357,3 +357,48 @@ def _commitment(leader_ret: np.ndarray, follower_ret: np.ndarray, tol: float) ->
     value = favoured[np.arange(len(response)), response]
     leader_choice = int(np.flatnonzero(value >= value.max() - tol)[0])
     return leader_choice, int(response[leader_choice])
+
+
+def memory1_values(
+    R1: np.ndarray,
+    R2: np.ndarray,
+    rounds: int,
+    first_is_row: bool,
+    t1: np.ndarray,
+    t2: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact expected T-round returns of *stochastic* memory-1 policies, batched over profiles.
+
+    The play of two memory-1 policies is a Markov chain on the ``m * n + 1`` states of
+    :mod:`dgsolve.games.matrix` (last joint action, or the start), so the expected return is a
+    sum over rounds of the state distribution times each state's expected payoff; no sampling.
+    ``R1``/``R2`` are the first and second player's payoffs with the first player's actions as
+    rows (``[m1, m2]``); ``first_is_row`` says whether the first player is the game's row player
+    (states are ``row * n_cols + col``). ``t1 [P, S, m1]`` are the first player's action
+    probabilities per state; ``t2 [P, S, m1, m2]`` the second's per state and first player's
+    current action (a second player that does not see it repeats one row). ``P`` broadcasts.
+    Returns ``(v1 [P], v2 [P])``.
+    """
+    R1, R2 = np.asarray(R1, dtype=np.float64), np.asarray(R2, dtype=np.float64)
+    t1, t2 = np.asarray(t1, dtype=np.float64), np.asarray(t2, dtype=np.float64)
+    m1, m2 = R1.shape
+    P = max(len(t1), len(t2))
+    t1 = np.broadcast_to(t1, (P, *t1.shape[1:]))
+    t2 = np.broadcast_to(t2, (P, *t2.shape[1:]))
+    S = t1.shape[1]
+    joint = t1[..., None] * t2  # [P, S, m1, m2]
+    stage1 = (joint * R1).sum(axis=(-2, -1))  # expected payoff at each state [P, S]
+    stage2 = (joint * R2).sum(axis=(-2, -1))
+    a, b = np.meshgrid(np.arange(m1), np.arange(m2), indexing="ij")
+    n_cols = m2 if first_is_row else m1
+    target = (a * n_cols + b) if first_is_row else (b * n_cols + a)  # [m1, m2] state index
+    d = np.zeros((P, S))
+    d[:, S - 1] = 1.0
+    v1, v2 = np.zeros(P), np.zeros(P)
+    for _ in range(rounds):
+        v1 += (d * stage1).sum(-1)
+        v2 += (d * stage2).sum(-1)
+        flow = np.einsum("ps,psab->pab", d, joint)
+        d = np.zeros((P, S))
+        np.add.at(d, (slice(None), target.ravel()), flow.reshape(P, -1))
+    return v1, v2

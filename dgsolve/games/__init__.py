@@ -17,7 +17,7 @@ from dgsolve.games.base import AgentSpec, Game, TimeStep
 __all__ = ["AgentSpec", "Game", "TimeStep", "make", "FAMILIES"]
 
 #: MPE config fields that are dgsolve's, not the scenario's keyword arguments.
-_MPE_OWN_FIELDS = {"name", "family", "num_envs", "leader", "render", "factory"}
+_MPE_OWN_FIELDS = {"name", "family", "num_envs", "leader", "render", "factory", "ppo"}
 
 
 def _plain(cfg) -> dict:

@@ -55,6 +55,11 @@ class TimeStep:
     agents that have not finished early); a solver ignores decisions where it is false.
     ``final_obs`` holds, where ``terminated | truncated``, the last observation of the game that
     just ended (elsewhere it repeats ``obs``).
+
+    ``agent_terminated`` (optional) says, where a copy is done, whether each agent's own episode
+    ended by termination (at this step or earlier in the episode), so that its last decision is
+    not bootstrapped even when the copy as a whole is truncated; ``None`` means every agent
+    ended the way the copy did (``terminated``).
     """
 
     obs: dict[str, torch.Tensor]
@@ -64,10 +69,17 @@ class TimeStep:
     legal: dict[str, torch.Tensor]
     acting: dict[str, torch.Tensor]
     final_obs: dict[str, torch.Tensor] = field(default_factory=dict)
+    agent_terminated: dict[str, torch.Tensor] | None = None
 
     @property
     def done(self) -> torch.Tensor:
         return self.terminated | self.truncated
+
+    def terminated_for(self, agent: str) -> torch.Tensor:
+        """``[B]``: where a copy is done, whether ``agent``'s own episode ended by termination."""
+        if self.agent_terminated is None:
+            return self.terminated
+        return self.agent_terminated[agent]
 
 
 class Game(ABC):
@@ -87,6 +99,11 @@ class Game(ABC):
     #: ``(start, end)`` column ranges that cut an observation into tokens for a transformer
     #: policy (``algo.network=transformer``); ``None`` where the game defines none.
     token_slices: tuple[tuple[int, int], ...] | None = None
+    #: the game's own discount of future rewards, which learners use unless told otherwise
+    #: (``algo.gamma``); ``None`` where the game defines none.
+    discount: float | None = None
+    #: steps every episode lasts, where that is fixed (matrix and LQ games); else ``None``.
+    episode_steps: int | None = None
 
     @abstractmethod
     def spec(self, agent: str) -> AgentSpec:

@@ -228,6 +228,8 @@ class LQGame(Game):
         self.leader = cfg.leader
         self.horizon = cfg.horizon
         self.episode_steps = cfg.horizon if cfg.horizon is not None else cfg.max_steps
+        # the learner's discount: the game's own, or none over a finite horizon
+        self.discount = float(cfg.discount) if cfg.discount is not None else 1.0
         self.state_dim = mats.A.shape[0]
 
         def tensor(M: np.ndarray) -> torch.Tensor:

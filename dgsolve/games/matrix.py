@@ -141,6 +141,9 @@ class MatrixGame(Game):
         self.device = torch.device(device)
         self.leader = cfg.leader
         self.rounds = cfg.rounds
+        # A T-round game's value is its plain sum of payoffs, so learners do not discount.
+        self.discount = 1.0
+        self.episode_steps = cfg.rounds
         #: index of the start state in the memory-1 observation (after the m * n joint actions).
         self.start_state = self.num_rows * self.num_cols
         self.num_states = self.start_state + 1

@@ -5,7 +5,12 @@ Parallel envs (everyone acts every step) and AEC envs (turn-based: only ``agent_
 acts) are both supported; an AEC env whose agents all act every cycle can instead be converted
 with ``wrap_aec``. Observations are flattened (``Discrete`` → one-hot, ``Dict`` with an
 ``action_mask`` entry → the ``observation`` entry plus a legal mask); actions are ``Discrete`` or
-``Box``. Agents that leave the episode early stop ``acting`` until the copy resets. Terry et al.,
+``Box``. Agents that leave the episode early stop ``acting`` until the copy resets.
+
+A copy is done when no agent is left or after ``max_cycles`` steps. Where it is done,
+``agent_terminated[agent]`` says whether that agent's own episode ended by termination (the env
+set its ``terminations`` flag, at this step or earlier), not by truncation or by the cap; the copy
+is ``terminated`` only if every agent's was, and ``truncated`` otherwise. Terry et al.,
 "PettingZoo: Gym for Multi-Agent Reinforcement Learning" (NeurIPS 2021).
 """
 
@@ -140,6 +145,8 @@ class PettingZooGame(Game):
         }
         self._acting = {a: np.zeros(b, bool) for a in self.agents}
         self._reward = {a: np.zeros(b, np.float32) for a in self.agents}
+        # whether each agent's episode in each copy has ended by termination so far
+        self._agent_term = {a: np.zeros(b, bool) for a in self.agents}
         self._cycles = np.zeros(b, np.int64)
         self._episode_seed = 0
 
@@ -188,10 +195,19 @@ class PettingZooGame(Game):
         else:
             self._last_obs[i], self._last_info[i] = env.reset(seed=seed)
         self._cycles[i] = 0
+        for flags in self._agent_term.values():
+            flags[i] = False
         self._read_copy(i, self._obs)
 
-    def _timestep(self, terminated: np.ndarray, truncated: np.ndarray) -> TimeStep:
+    def _timestep(
+        self,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        agent_terminated: dict[str, np.ndarray] | None = None,
+    ) -> TimeStep:
         dev = self.device
+        if agent_terminated is None:
+            agent_terminated = {a: np.zeros(self.num_envs, bool) for a in self.agents}
 
         def t(x: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(x.copy()).to(dev)
@@ -204,6 +220,7 @@ class PettingZooGame(Game):
             legal={a: t(m) for a, m in self._legal.items()},
             acting={a: t(m) for a, m in self._acting.items()},
             final_obs={a: t(o) for a, o in self._final.items()},
+            agent_terminated={a: t(f) for a, f in agent_terminated.items()},
         )
 
     # ------------------------------------------------------------------ Game API
@@ -226,55 +243,68 @@ class PettingZooGame(Game):
         np_actions = {a: actions[a].detach().cpu().numpy() for a in self.agents}
         terminated = np.zeros(self.num_envs, bool)
         truncated = np.zeros(self.num_envs, bool)
+        agent_terminated = {a: np.zeros(self.num_envs, bool) for a in self.agents}
         for r in self._reward.values():
             r[:] = 0.0
         for i, env in enumerate(self.envs):
-            if self.turn_based:
-                ended_by_term = self._step_aec(i, env, np_actions)
-            else:
-                ended_by_term = self._step_parallel(i, env, np_actions)
-            self._cycles[i] += 1
-            capped = self.max_cycles is not None and self._cycles[i] >= self.max_cycles
-            if not env.agents or capped:
-                terminated[i] = ended_by_term and not (capped and env.agents)
+            if self._advance(i, env, np_actions):
+                for a in self.agents:
+                    agent_terminated[a][i] = self._agent_term[a][i]
+                terminated[i] = all(agent_terminated[a][i] for a in self.agents)
                 truncated[i] = not terminated[i]
                 for a in self.agents:
                     self._final[a][i] = self._obs[a][i]
                 for a in self.agents:
                     self._legal[a][i] = True
                 self._reset_copy(i)
-        return self._timestep(terminated, truncated)
+        return self._timestep(terminated, truncated, agent_terminated)
 
-    def _step_parallel(self, i: int, env, np_actions) -> bool:
+    def _advance(self, i: int, env, np_actions) -> bool:
+        """Step copy ``i`` once; return whether it is done (no agent left, or capped)."""
+        if self.turn_based:
+            self._step_aec(i, env, np_actions)
+        else:
+            self._step_parallel(i, env, np_actions)
+        self._cycles[i] += 1
+        capped = self.max_cycles is not None and self._cycles[i] >= self.max_cycles
+        return not env.agents or capped
+
+    def _step_parallel(self, i: int, env, np_actions) -> None:
         joint = {a: self.codecs[a].to_env(np_actions[a][i]) for a in env.agents}
         obs, rew, term, trunc, info = env.step(joint)
         for a, r in rew.items():
             self._reward[a][i] += float(r)
+        for a, ended in term.items():
+            self._agent_term[a][i] |= bool(ended)
         self._last_obs[i], self._last_info[i] = obs, info
         if env.agents:
             self._read_copy(i, self._obs)
         else:
             for a in obs:
                 self.codecs[a].write_obs(self._obs[a][i], obs[a])
-        return any(term.values()) and not any(trunc.values())
 
-    def _step_aec(self, i: int, env, np_actions) -> bool:
+    def _step_aec(self, i: int, env, np_actions) -> None:
         mover = env.agent_selection
         env.step(self.codecs[mover].to_env(np_actions[mover][i]))
-        ended_by_term = False
-        for a, r in env.rewards.items():
-            self._reward[a][i] += float(r)
-        # Agents that are done must be stepped with None until the env removes them.
+        self._collect_aec(i, env)
+        # Agents that are done must be stepped with None until the env removes them; their
+        # observation then is the one a truncated agent bootstraps from.
         while env.agents and (
             env.terminations.get(env.agent_selection) or env.truncations.get(env.agent_selection)
         ):
-            ended_by_term = ended_by_term or bool(env.terminations[env.agent_selection])
+            done = env.agent_selection
+            self.codecs[done].write_obs(self._obs[done][i], env.observe(done))
             env.step(None)
-            for a, r in env.rewards.items():
-                self._reward[a][i] += float(r)
+            self._collect_aec(i, env)
         if env.agents:
             self._read_copy(i, self._obs)
-        return ended_by_term or not env.agents
+
+    def _collect_aec(self, i: int, env) -> None:
+        """Add the rewards of the AEC step just taken and note agents it terminated."""
+        for a, r in env.rewards.items():
+            self._reward[a][i] += float(r)
+        for a, ended in env.terminations.items():
+            self._agent_term[a][i] |= bool(ended)
 
     # ------------------------------------------------------------------ rendering
     def render_episode(self, policy_fn, max_steps: int, seed: int) -> list[np.ndarray]:
@@ -288,6 +318,7 @@ class PettingZooGame(Game):
         solo._legal = {a: m[:1].copy() for a, m in self._legal.items()}
         solo._acting = {a: m[:1].copy() for a, m in self._acting.items()}
         solo._reward = {a: r[:1].copy() for a, r in self._reward.items()}
+        solo._agent_term = {a: f[:1].copy() for a, f in self._agent_term.items()}
         solo._cycles = np.zeros(1, np.int64)
         ts = solo.reset(seed)
         frames = [solo.envs[0].render()]
@@ -304,12 +335,7 @@ class PettingZooGame(Game):
         np_actions = {a: actions[a].detach().cpu().numpy() for a in self.agents}
         for r in self._reward.values():
             r[:] = 0.0
-        if self.turn_based:
-            self._step_aec(0, env, np_actions)
-        else:
-            self._step_parallel(0, env, np_actions)
-        self._cycles[0] += 1
-        if not env.agents or (self.max_cycles is not None and self._cycles[0] >= self.max_cycles):
+        if self._advance(0, env, np_actions):
             return None
         z = np.zeros(1, bool)
         return self._timestep(z, z)

@@ -13,8 +13,8 @@ section describe the exact solution — the ground truth next to which learned r
 * two tiers (``leader_follower``), one-shot bimatrix game: with ``follower_observes=action`` the
   leader plays its pure Stackelberg commitment and the follower best-responds to the action it
   observes; with ``queries`` the follower sees the leader's mixed strategy, so the leader plays
-  its mixed commitment (Conitzer & Sandholm, EC 2006) and the follower best-responds to the
-  strategy it is shown;
+  its mixed commitment (Conitzer & Sandholm, EC 2006; the pure one with
+  ``hierarchy.commitment=pure``) and the follower best-responds to the strategy it is shown;
 * repeated bimatrix game: the memory-1 tables of the leader-optimal commitment; with ``queries``
   the follower reads the leader's (deterministic) memory-1 policy from its query answers and
   plays its best memory-1 response to it, so it also answers commitments other than the optimum;
@@ -350,7 +350,8 @@ class ExactSolver:
         if self.mode == "simultaneous":
             return "nash[0]"
         if self.env_cfg.family == "matrix" and self.env_cfg.rounds == 1:
-            return "stackelberg_mixed" if self.hierarchy.observes_queries else "stackelberg"
+            mixed = self.hierarchy.observes_queries and not self.hierarchy.pure_commitments
+            return "stackelberg_mixed" if mixed else "stackelberg"
         return "stackelberg"
 
     def _matrix_policies(self) -> dict[str, ExactPolicy]:
@@ -370,7 +371,9 @@ class ExactSolver:
         m, n = L.shape
         if game.rounds == 1:
             if self.hierarchy.observes_queries:
-                mixed = ref["stackelberg_mixed"]["strategies"][leader]
+                # a mixed commitment, or (pure commitments) the pure one, shown as answers
+                key = "stackelberg" if self.hierarchy.pure_commitments else "stackelberg_mixed"
+                mixed = ref[key]["strategies"][leader]
                 queries = self.hierarchy.queries[leader]
                 return {
                     leader: TablePolicy([mixed] * S, dev),

@@ -10,16 +10,34 @@ Algorithms", 2017):
    (``acting``): rewards that arrive while it waits are credited to its last decision, and a
    truncated game bootstraps from the value of its final observation (Schulman et al.,
    "High-Dimensional Continuous Control Using Generalized Advantage Estimation", 2016);
-3. per learner, ``num_epochs`` passes of ``num_minibatches`` minibatches of the clipped
-   surrogate, with optional value clipping, an entropy bonus and global gradient clipping.
+3. per learner, ``num_epochs`` passes of ``num_minibatches`` equal-sized minibatches of the
+   clipped surrogate, with optional value clipping, an entropy bonus and global gradient clipping.
 
 With one tier this is independent PPO toward a dynamic Nash equilibrium (de Witt et al., "Is
 Independent Learning All You Need in the StarCraft Multi-Agent Challenge?", 2020). With tiers,
-later tiers best-respond to the actions they observe and learn on a faster timescale: tier k
-updates once every ``follower_updates_per_leader ** (L-1-k)`` iterations, so leaders learn
-against followers that have (nearly) adapted — the two-timescale view of Stackelberg learning
-(Gerstgrasser & Parkes, "Oracles & Followers", ICML 2023; Fiez et al., "Implicit Learning
-Dynamics in Stackelberg Games", ICML 2020).
+a leader *anticipates* its followers only if its own learning signal contains their reaction to
+what it commits to; a faster follower alone does not do it (the leader's partial gradient at the
+follower's best response vanishes at Nash points: Fiez, Chasnov & Ratliff, "Implicit Learning
+Dynamics in Stackelberg Games", ICML 2020). What a later tier sees decides how:
+
+* ``follower_observes=action``: followers react to the realised leader action inside the step,
+  so the leader's return already contains the reply to each action it takes: sequential-move,
+  per-step pure commitment. That needs followers that reply well to *every* leader action, on
+  the path or not, so with probability ``leader_probe_rate`` per step and copy a leader's action
+  is replaced by a uniformly random one (a probe). Followers learn from probes like from any
+  step; the leader does not learn from its probed steps, and its advantage estimates stop
+  there and bootstrap from the critic's value of the probed state (a trace cut at the
+  off-policy step, as in Retrace: Munos et al., "Safe and Efficient Off-Policy Reinforcement
+  Learning", NeurIPS 2016).
+* ``follower_observes=queries``: followers see the leader's policy; the leader learns its
+  commitment from sampled commitments (:mod:`dgsolve.solvers.commitment`): one decision per
+  episode and copy, credited with the episode's return.
+
+Tier k still updates once every ``follower_updates_per_leader ** (L-1-k)`` iterations, so
+followers stay close to their replies to the current leader. Advantages are estimated per
+decision with the discount applied per environment step (a semi-Markov GAE: a decision ``Δ``
+steps before the next one discounts that one's value by ``gamma ** Δ``). ``gamma`` is the
+game's own discount unless ``algo.gamma`` is set.
 
 ``centralised_critic`` turns this into MAPPO (Yu et al., "The Surprising Effectiveness of PPO in
 Cooperative Multi-Agent Games", NeurIPS 2022): separate actors, one critic shared by every agent
@@ -35,11 +53,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dgsolve.errors import CapabilityError, TrainingDiverged
+from dgsolve.errors import CapabilityError, ConfigError, TrainingDiverged
 from dgsolve.games.base import AgentSpec, Game, TimeStep
 from dgsolve.hierarchy import Hierarchy
-from dgsolve.nets import ActorCritic
+from dgsolve.nets import ActorCritic, masked_logits
 from dgsolve.policy import JointPolicy, NetPolicy
+from dgsolve.solvers.commitment import Commitments, PureCommitments, noise_schedule
+
+#: the learner's discount where neither ``algo.gamma`` nor the game sets one.
+DEFAULT_GAMMA = 0.99
 
 
 @dataclass
@@ -92,15 +114,29 @@ class PPOSolver:
                 f"algo.network=transformer needs a game that cuts its observation into tokens; "
                 f"{type(game).__name__} does not (use algo.network=mlp)"
             )
+        # queries mode: a follower's critic (training only) also sees its leaders' realised
+        # actions, a baseline free of the leaders' sampling noise that does not depend on the
+        # follower's own action (Foerster et al., "Counterfactual Multi-Agent Policy
+        # Gradients", AAAI 2018); the actor still sees only the leaders' policies
+        self.critic_sees_actions = {
+            a: hierarchy.observes_queries
+            and not self.centralised
+            and bool(hierarchy.predecessors(a))
+            for a in game.agents
+        }
         for agents in group_agents(hierarchy, self.specs, cfg.share_policy):
             first = agents[0]
             in_dim = hierarchy.augmented_obs_dim(first, self.specs)
             in_dim += len(agents) if len(agents) > 1 else 0
+            own_critic = None
+            if self.critic_sees_actions[first]:
+                preds = hierarchy.predecessors(first)
+                own_critic = in_dim + sum(self.specs[p].action_size for p in preds)
             net = ActorCritic(
                 in_dim,
                 self.specs[first],
                 list(cfg.hidden_sizes),
-                critic_dim=critic_dim if self.centralised else None,
+                critic_dim=critic_dim if self.centralised else own_critic,
                 linear_actor=linear,
                 token_slices=slices,
             ).to(device)
@@ -122,12 +158,68 @@ class PPOSolver:
             else None
         )
         self.joint = JointPolicy(dict(self.policy_of), hierarchy, self.specs)
+        self.gamma = resolve_gamma(cfg, game)
         self.batch_steps = cfg.num_steps * game.num_envs
-        self.num_iterations = max(1, math.ceil(cfg.total_timesteps / self.batch_steps))
+        budget = math.ceil(cfg.total_timesteps / max(1, self.batch_steps))
+        self.warmup_iterations = 0 if hierarchy.is_simultaneous else int(cfg.leader_warmup * budget)
+        self.num_iterations = self._check_budget()
+        # leaders: agents that a later tier follows
+        self.leaders = tuple(a for tier in hierarchy.tiers[:-1] for a in tier)
+        # action mode probes per step; queries mode probes whole commitments (commitment.py)
+        self.probe_rate = 0.0 if hierarchy.observes_queries else float(cfg.leader_probe_rate)
+        self.commitments = None  # mixed commitments (queries mode)
+        self.tables = None  # pure commitments: drawn tables (queries mode)
+        if hierarchy.observes_queries and self.leaders:
+            kind = PureCommitments if hierarchy.pure_commitments else Commitments
+            drawn = kind(hierarchy, self.specs, game.num_envs, device)
+            if hierarchy.pure_commitments:
+                self.tables = drawn
+            else:
+                self.commitments = drawn
+        if hierarchy.observes_queries:
+            self._check_whole_episodes()
+        self.sigma = float(cfg.commitment_noise)
         self.iteration = 0
         self.global_step = 0
         self.ts: TimeStep | None = None
+        self.episode_start = torch.ones(game.num_envs, dtype=torch.bool, device=device)
         self.episode_return = {a: torch.zeros(game.num_envs, device=device) for a in game.agents}
+
+    def _check_budget(self) -> int:
+        """Iterations in the budget; a budget that cannot train every tier is refused."""
+        cfg, batch = self.cfg, self.batch_steps
+        if cfg.total_timesteps < batch:
+            raise ConfigError(
+                f"algo.total_timesteps={cfg.total_timesteps} is less than one iteration "
+                f"(env.num_envs x algo.num_steps = {batch}); use at least {batch}"
+            )
+        iterations = math.ceil(cfg.total_timesteps / batch)
+        period = cfg.follower_updates_per_leader ** (len(self.hierarchy.tiers) - 1)
+        first_update = period * (self.warmup_iterations // period + 1)
+        if iterations < first_update and not self.hierarchy.is_simultaneous:
+            raise ConfigError(
+                f"the first tier {list(self.hierarchy.tiers[0])} first updates at iteration "
+                f"{first_update} (algo.follower_updates_per_leader="
+                f"{cfg.follower_updates_per_leader}, algo.leader_warmup={cfg.leader_warmup}) but "
+                f"the budget is {iterations} iteration(s), so it would never learn; use "
+                f"algo.total_timesteps of at least {first_update * batch}"
+            )
+        return iterations
+
+    def _check_whole_episodes(self) -> None:
+        """A commitment is credited with its episode's return, so in a game whose episodes have
+        a fixed length every rollout must hold whole episodes."""
+        length = self.game.episode_steps
+        if length is not None and self.cfg.num_steps % length != 0:
+            raise ConfigError(
+                f"hierarchy.follower_observes=queries credits each commitment with its whole "
+                f"episode, but algo.num_steps={self.cfg.num_steps} is not a multiple of the "
+                f"game's episode length {length}; use algo.num_steps={length} (or a multiple)"
+            )
+
+    def _separate_critic(self, agent: str) -> bool:
+        """Whether ``agent``'s critic reads more than its actor (MAPPO, or leaders' actions)."""
+        return self.centralised or self.critic_sees_actions[agent]
 
     # ------------------------------------------------------------------ public API
     @property
@@ -144,23 +236,32 @@ class PPOSolver:
         """One PPO iteration. Returns scalar metrics and the episodes that finished."""
         if self.ts is None:
             self.ts = self.game.reset(seed=self.seed * 7919 + self.iteration)
+            self.episode_start.fill_(True)
         self.iteration += 1
+        cfg = self.cfg
         frac = 1.0 - (self.iteration - 1) / self.num_iterations
-        lr = self.cfg.lr * frac if self.cfg.anneal_lr else self.cfg.lr
+        lr = cfg.lr * frac if cfg.anneal_lr else cfg.lr
         for opt in self._optimizers():
             for group in opt.param_groups:
                 group["lr"] = lr
+        # leaders start learning after the warm-up; the commitment spread shrinks from then on
+        warmup = self.warmup_iterations
+        progress = (self.iteration - 1 - warmup) / max(1, self.num_iterations - 1 - warmup)
+        self.sigma = noise_schedule(cfg.commitment_noise, cfg.commitment_noise_final, progress)
 
         # ROLLOUT: tiers act in order, the game receives one joint action per step
         batch, episodes = self._rollout()
-        # ADVANTAGES: per agent, over its own decision steps
+        # ADVANTAGES: per agent, over its own decisions
         for agent in self.game.agents:
-            self._gae(batch[agent])
+            gae(batch[agent], self.gamma, cfg.gae_lambda)
         # UPDATES: the last tier every iteration, earlier tiers on a slower timescale
         metrics: dict = {"episodes": episodes, "losses": {}}
         num_tiers = len(self.hierarchy.tiers)
         for learner in self.learners:
-            period = self.cfg.follower_updates_per_leader ** (num_tiers - 1 - learner.tier)
+            period = cfg.follower_updates_per_leader ** (num_tiers - 1 - learner.tier)
+            leads = learner.tier < num_tiers - 1
+            if leads and self.iteration <= self.warmup_iterations:
+                continue
             if self.iteration % period == 0:
                 metrics["losses"][learner.name] = self._update(learner, batch)
         return metrics
@@ -168,6 +269,10 @@ class PPOSolver:
     def _optimizers(self) -> list[torch.optim.Optimizer]:
         extra = [self.critic_optimizer] if self.critic_optimizer is not None else []
         return [lr.optimizer for lr in self.learners] + extra
+
+    def summary(self) -> dict:
+        """The learner settings summary.json records: the discount actually used."""
+        return {"learner": {"gamma": self.gamma}}
 
     def state_dict(self) -> dict:
         critic = {}
@@ -224,34 +329,70 @@ class PPOSolver:
         return {a: torch.cat([joint, eye[i]], dim=-1) for i, a in enumerate(self.game.agents)}
 
     @torch.no_grad()
-    def _sample_joint(self, obs, legal):
-        """Sample every agent's action tier by tier; returns (actor input, raw action, logp,
-        value, mask, critic input) per agent, and the actions the game receives."""
+    def _sample_joint(self, ts: TimeStep, obs=None, explore: bool = True):
+        """Sample every agent's action tier by tier at ``ts`` (or at ``obs``, e.g. final
+        observations). Returns per agent ``(actor input, raw action, logp, value, mask, critic
+        input, probed)`` and the actions the game receives. With ``explore``, leaders probe
+        (action mode) or play their drawn commitments (queries mode)."""
+        obs = ts.obs if obs is None else obs
         critic_in = self._critic_inputs(obs) if self.centralised else {}
-        answers = self.joint.query_answers()
+        committed = explore and self.commitments is not None
+        if committed:
+            answers = self.commitments.answers(self.policy_of, self.commitments.noise)
+        elif explore and self.tables is not None:
+            answers = self.tables.answers()
+        else:
+            answers = self.joint.query_answers()
         env_actions: dict[str, torch.Tensor] = {}
         out = {}
         for tier in self.hierarchy.tiers:
             tier_actions = {}
             for agent in tier:
-                seen = self.joint.context(agent, obs[agent], answers or env_actions)
+                seen = self.joint.context(agent, obs[agent], answers or env_actions, ts.acting)
                 x = self.policy_of[agent].prepare(seen)
                 net = self.learner_of[agent].net
-                mask = legal[agent] if self.specs[agent].discrete else None
-                raw, logp = net.sample(x, mask)
+                mask = ts.legal[agent] if self.specs[agent].discrete else None
+                offset = None
+                if committed and agent in self.leaders:
+                    offset = self.commitments.offset(agent, obs[agent])
+                raw, logp = net.sample(x, mask, offset)
+                probed = None
+                if explore and self.tables is not None and agent in self.leaders:
+                    raw, probed = self.tables.action(agent, obs[agent]), self.tables.probing[agent]
+                elif committed and agent in self.leaders:
+                    probed = self.commitments.probing[agent]
+                elif explore and self.probe_rate > 0 and agent in self.leaders:
+                    # ALGO LOGIC: probes, so followers learn replies to every leader action
+                    probed = torch.rand(raw.shape[0], device=raw.device) < self.probe_rate
+                    probed &= ts.acting[agent]
+                    raw = torch.where(_expand_like(probed, raw), self._uniform(agent, mask), raw)
                 cx = critic_in.get(agent, x)
-                out[agent] = (x, raw, logp, net.value(cx), mask, cx)
+                if self.critic_sees_actions[agent]:
+                    shown = self.hierarchy.augment(
+                        agent, cx, env_actions, self.specs, ts.acting, as_actions=True
+                    )
+                    cx = shown
+                out[agent] = (x, raw, logp, net.value(cx), mask, cx, probed, offset)
                 tier_actions[agent] = self.policy_of[agent].to_env(raw)
             env_actions.update(tier_actions)
         return out, env_actions
 
-    @torch.no_grad()
-    def _values_of(self, obs, legal) -> dict[str, torch.Tensor]:
-        out, _ = self._sample_joint(obs, legal)
-        return {a: v[3] for a, v in out.items()}
+    def _uniform(self, agent: str, mask: torch.Tensor | None) -> torch.Tensor:
+        """A uniformly random legal action (discrete) or point of the action box, per copy."""
+        spec, B = self.specs[agent], self.game.num_envs
+        if spec.discrete:
+            weights = mask.float() if mask is not None else torch.ones(B, spec.num_actions)
+            return torch.multinomial(weights.to(self.device), 1).squeeze(-1)
+        low = torch.tensor(spec.low, device=self.device)
+        high = torch.tensor(spec.high, device=self.device)
+        return low + (high - low) * torch.rand(B, spec.action_dim, device=self.device)
 
     @torch.no_grad()
-    def _rollout(self):
+    def _values_of(self, ts: TimeStep, obs) -> dict[str, torch.Tensor]:
+        out, _ = self._sample_joint(ts, obs, explore=False)
+        return {a: v[3] for a, v in out.items()}
+
+    def _new_buffers(self) -> dict:
         T, B, dev = self.cfg.num_steps, self.game.num_envs, self.device
         batch = {}
         for a in self.game.agents:
@@ -261,7 +402,7 @@ class PPOSolver:
             batch[a] = {
                 "obs": torch.zeros(T, B, in_dim, device=dev),
                 "critic_obs": torch.zeros(T, B, critic_dim, device=dev)
-                if self.centralised
+                if self._separate_critic(a)
                 else None,
                 "actions": torch.zeros(
                     (T, B) if spec.discrete else (T, B, spec.action_dim),
@@ -274,22 +415,64 @@ class PPOSolver:
                 "dones": torch.zeros(T, B, dtype=torch.bool, device=dev),
                 "bootstrap": torch.zeros(T, B, device=dev),
                 "acting": torch.zeros(T, B, dtype=torch.bool, device=dev),
+                "cut": torch.zeros(T, B, dtype=torch.bool, device=dev),
                 "legal": torch.ones(T, B, spec.num_actions, dtype=torch.bool, device=dev)
                 if spec.discrete
                 else None,
             }
+        if self.tables is not None:
+            # a leader's decision is its drawn table, at the start of each episode
+            for a in self.tables.leaders:
+                inputs = self.tables.queries[a]
+                D = self.learner_of[a].net.obs_dim
+                shape = (T, B, len(inputs))
+                batch[a]["commit_inputs"] = torch.zeros(*shape, D, device=dev)
+                batch[a]["commit_table"] = torch.zeros(shape, dtype=torch.long, device=dev)
+        if self.commitments is not None:
+            # what a committing leader's update needs to recompute its followers' reaction
+            for a in self.game.agents:
+                if a in self.leaders:
+                    batch[a]["offset"] = torch.zeros(T, B, self.specs[a].num_actions, device=dev)
+                    batch[a]["noise"] = torch.zeros(T, *self.commitments.noise[a].shape, device=dev)
+                if self.hierarchy.predecessors(a):
+                    batch[a]["own_obs"] = torch.zeros(T, B, self.specs[a].obs_dim, device=dev)
+        return batch
+
+    @torch.no_grad()
+    def _rollout(self):
+        B = self.game.num_envs
+        batch = self._new_buffers()
         episodes: list[tuple[int, dict[str, float]]] = []
         ts = self.ts
-        for t in range(T):
-            sampled, env_actions = self._sample_joint(ts.obs, ts.legal)
-            for a, (x, raw, logp, value, mask, cx) in sampled.items():
+        for t in range(self.cfg.num_steps):
+            if self.commitments is not None:
+                # ALGO LOGIC: a fresh commitment per copy where an episode starts
+                cfg = self.cfg
+                self.commitments.redraw(
+                    self.episode_start, self.sigma, cfg.leader_probe_rate, cfg.commitment_noise
+                )
+            if self.tables is not None:
+                self.tables.redraw(self.episode_start, self.policy_of, self.cfg.leader_probe_rate)
+            sampled, env_actions = self._sample_joint(ts)
+            for a, (x, raw, logp, value, mask, cx, probed, offset) in sampled.items():
                 buf = batch[a]
-                if self.centralised:
+                if buf["critic_obs"] is not None:
                     buf["critic_obs"][t] = cx
                 buf["obs"][t], buf["actions"][t], buf["logprobs"][t] = x, raw, logp
                 buf["values"][t], buf["acting"][t] = value, ts.acting[a]
+                if probed is not None:
+                    buf["cut"][t] = probed
                 if mask is not None:
                     buf["legal"][t] = mask
+                if offset is not None:
+                    buf["offset"][t], buf["noise"][t] = offset, self.commitments.noise[a]
+                if "own_obs" in buf:
+                    buf["own_obs"][t] = ts.obs[a]
+                if "commit_table" in buf:
+                    buf["acting"][t] = self.episode_start
+                    buf["commit_inputs"][t] = self.tables.inputs[a]
+                    buf["commit_table"][t] = self.tables.table[a]
+                    buf["logprobs"][t] = self.tables.logp[a]
             ts = self.game.step(env_actions)
             self.global_step += B
             done = ts.done
@@ -298,9 +481,11 @@ class PPOSolver:
                 batch[a]["dones"][t] = done
                 self.episode_return[a] += ts.reward[a]
             if ts.truncated.any():
-                final_values = self._values_of(ts.final_obs, ts.legal)
+                final_values = self._values_of(ts, ts.final_obs)
                 for a in self.game.agents:
-                    batch[a]["bootstrap"][t] = torch.where(ts.truncated, final_values[a], 0.0)
+                    # an agent whose own episode ended by termination is not bootstrapped
+                    bootstrap = ts.truncated & ~ts.terminated_for(a)
+                    batch[a]["bootstrap"][t] = torch.where(bootstrap, final_values[a], 0.0)
             if done.any():
                 for i in torch.nonzero(done).flatten().tolist():
                     episodes.append(
@@ -308,61 +493,46 @@ class PPOSolver:
                     )
                 for r in self.episode_return.values():
                     r[done] = 0.0
+            self.episode_start = done.clone()
         self.ts = ts
-        last_values = self._values_of(ts.obs, ts.legal)
+        last_values = self._values_of(ts, ts.obs)
         for a in self.game.agents:
             batch[a]["last_value"] = last_values[a]
         return batch, episodes
-
-    # ------------------------------------------------------------------ advantages
-    def _gae(self, buf: dict) -> None:
-        """GAE over one agent's decision steps; see the module docstring."""
-        gamma, lam = self.cfg.gamma, self.cfg.gae_lambda
-        T = buf["rewards"].shape[0]
-        adv = torch.zeros_like(buf["rewards"])
-        next_value = buf["last_value"].clone()
-        next_adv = torch.zeros_like(next_value)
-        pending = torch.zeros_like(next_value)
-        for t in reversed(range(T)):
-            done = buf["dones"][t]
-            next_value = torch.where(done, buf["bootstrap"][t], next_value)
-            next_adv = torch.where(done, 0.0, next_adv)
-            pending = torch.where(done, 0.0, pending) + buf["rewards"][t]
-            acting = buf["acting"][t]
-            delta = pending + gamma * next_value - buf["values"][t]
-            a_t = delta + gamma * lam * next_adv
-            adv[t] = torch.where(acting, a_t, 0.0)
-            next_value = torch.where(acting, buf["values"][t], next_value)
-            next_adv = torch.where(acting, a_t, next_adv)
-            pending = torch.where(acting, 0.0, pending)
-        buf["advantages"] = adv
-        buf["returns"] = adv + buf["values"]
 
     # ------------------------------------------------------------------ update
     def _update(self, learner: Learner, batch: dict) -> dict[str, float]:
         cfg = self.cfg
         keys = ("obs", "actions", "logprobs", "values", "advantages", "returns")
-        keys += ("critic_obs",) if self.centralised else ()
+        keys += ("critic_obs",) if self._separate_critic(learner.agents[0]) else ()
+        committing = self.commitments is not None and learner.agents[0] in self.leaders
+        keys += ("offset",) if committing else ()
+        if "commit_table" in batch[learner.agents[0]]:
+            keys += ("commit_inputs", "commit_table")
         flat = {k: [] for k in (*keys, "legal")}
+        coupled: list[dict[str, torch.Tensor]] = []
         for a in learner.agents:
             buf = batch[a]
-            sel = buf["acting"].reshape(-1)
+            sel = (buf["acting"] & ~buf["cut"]).reshape(-1)
             for k in keys:
                 flat[k].append(buf[k].reshape(-1, *buf[k].shape[2:])[sel])
             if buf["legal"] is not None:
                 flat["legal"].append(buf["legal"].reshape(-1, buf["legal"].shape[-1])[sel])
+            if committing:
+                coupled.append(self._reaction_data(a, batch, sel))
         b = {k: torch.cat(v) for k, v in flat.items() if v}
+        if committing:
+            b["reaction"] = {k: _cat_tree([c[k] for c in coupled]) for k in coupled[0]}
+            b["logprobs"] = b["logprobs"] + b["reaction"]["old_logp"]
         n = b["obs"].shape[0]
         sums: dict[str, float] = {}
         count = 0
         if n == 0:
             return {}
-        mb_size = max(1, n // cfg.num_minibatches)
         parts = learner.net.param_groups()
         for _epoch in range(cfg.num_epochs):
             perm = torch.randperm(n, device=self.device)
-            for start in range(0, n, mb_size):
-                mb_inds = perm[start : start + mb_size]
+            for mb_inds in minibatches(perm, cfg.num_minibatches):
                 stats = self._minibatch_loss(learner, b, mb_inds, parts)
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + v
@@ -382,8 +552,22 @@ class PPOSolver:
         net = learner.net
         mb_obs = b["obs"][mb_inds]
         mb_legal = b["legal"][mb_inds] if "legal" in b else None
-        newlogp, entropy = net.log_prob_entropy(mb_obs, b["actions"][mb_inds], mb_legal)
-        newvalue = net.value(b["critic_obs"][mb_inds] if self.centralised else mb_obs)
+        if "commit_table" in b:
+            # a pure-committing leader's action is the table it drew for the episode
+            newlogp, entropy = PureCommitments.log_prob_entropy(
+                net, b["commit_inputs"][mb_inds], b["commit_table"][mb_inds]
+            )
+        elif "reaction" in b:
+            # ALGO LOGIC: the joint probability of the leader's and its followers' actions
+            # under the drawn commitment, the followers reacting to the new answers
+            logits = masked_logits(net.actor_out(mb_obs) + b["offset"][mb_inds], mb_legal)
+            own = torch.log_softmax(logits, dim=-1)
+            newlogp = own.gather(-1, b["actions"][mb_inds, None]).squeeze(-1)
+            newlogp = newlogp + self._reaction_logp(_index_tree(b["reaction"], mb_inds))
+            entropy = torch.zeros_like(newlogp)  # the draws explore; no bonus toward mixing
+        else:
+            newlogp, entropy = net.log_prob_entropy(mb_obs, b["actions"][mb_inds], mb_legal)
+        newvalue = net.value(b["critic_obs"][mb_inds] if "critic_obs" in b else mb_obs)
         logratio = newlogp - b["logprobs"][mb_inds]
         ratio = logratio.exp()
         with torch.no_grad():
@@ -433,7 +617,111 @@ class PPOSolver:
             **grad_norms,
         }
 
+    # ------------------------------------------------------------------ reaction (queries)
+    def _reaction_data(self, leader: str, batch: dict, sel: torch.Tensor) -> dict:
+        """What recomputing the followers' reaction to ``leader``'s commitment needs, at the
+        leader's selected decisions: every leader's drawn noise, and each later agent's own
+        observation, action, mask, whether it acted, and its log-probability then."""
+        later = [a for t in self.hierarchy.tiers[self.hierarchy.tier_of(leader) + 1 :] for a in t]
+
+        def pick(x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(-1, *x.shape[2:])[sel]
+
+        old = torch.zeros(int(sel.sum()), device=self.device)
+        agents = {}
+        for f in later:
+            buf = batch[f]
+            acting = pick(buf["acting"])
+            old = old + torch.where(acting, pick(buf["logprobs"]), 0.0)
+            agents[f] = {
+                "obs": pick(buf["own_obs"]),
+                "actions": pick(buf["actions"]),
+                "legal": pick(buf["legal"]) if buf["legal"] is not None else None,
+                "acting": acting,
+            }
+        noise = {a: pick(batch[a]["noise"]) for a in self.leaders}
+        return {"noise": noise, "agents": agents, "old_logp": old}
+
+    def _reaction_logp(self, data: dict) -> torch.Tensor:
+        """Sum of the later agents' log-probabilities of their actions, reacting to answers
+        recomputed from the leaders' current networks (differentiable in them)."""
+        answers = self.commitments.answers(self.policy_of, data["noise"])
+        total = torch.zeros((), device=self.device)
+        for f, d in data["agents"].items():
+            x = self.policy_of[f].prepare(self.joint.context(f, d["obs"], answers))
+            logp, _ = self.learner_of[f].net.log_prob_entropy(x, d["actions"], d["legal"])
+            total = total + torch.where(d["acting"], logp, 0.0)
+        return total
+
+
+def _cat_tree(trees: list):
+    """Concatenate matching nested dicts of tensors (``None`` leaves stay ``None``)."""
+    first = trees[0]
+    if isinstance(first, dict):
+        return {k: _cat_tree([t[k] for t in trees]) for k in first}
+    return None if first is None else torch.cat(trees)
+
+
+def _index_tree(tree, inds: torch.Tensor):
+    if isinstance(tree, dict):
+        return {k: _index_tree(v, inds) for k, v in tree.items()}
+    return None if tree is None else tree[inds]
+
 
 def _grad_norm(params: list[nn.Parameter]) -> float:
     norms = [p.grad.detach().norm() for p in params if p.grad is not None]
     return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+
+
+def resolve_gamma(cfg, game: Game) -> float:
+    """``algo.gamma`` if set, else the game's own discount, else :data:`DEFAULT_GAMMA`."""
+    if getattr(cfg, "gamma", None) is not None:
+        return float(cfg.gamma)
+    return float(game.discount) if game.discount is not None else DEFAULT_GAMMA
+
+
+def minibatches(perm: torch.Tensor, num_minibatches: int) -> tuple[torch.Tensor, ...]:
+    """``perm`` cut into ``num_minibatches`` parts whose sizes differ by at most one: no small
+    tail step (fewer parts when there are fewer samples than minibatches)."""
+    return torch.tensor_split(perm, min(num_minibatches, len(perm)))
+
+
+def gae(buf: dict, gamma: float, lam: float) -> None:
+    """GAE(gamma, lambda) over one agent's decisions, in place (``advantages``, ``returns``).
+
+    Rewards that arrive while the agent waits are credited, discounted per environment step, to
+    its last decision; a decision ``Δ`` steps before the next one discounts that one's value and
+    advantage by ``gamma ** Δ`` (the semi-Markov form of GAE; with a decision every step it is
+    Schulman et al.'s). At a done step the next value is ``bootstrap`` (0 for a terminated game,
+    the critic's value of the final observation for a truncated one). A ``cut`` step (a probed
+    leader action) is no decision: earlier decisions bootstrap from its value and stop there.
+    """
+    T = buf["rewards"].shape[0]
+    adv = torch.zeros_like(buf["rewards"])
+    next_value = buf["last_value"].clone()
+    next_adv = torch.zeros_like(next_value)
+    pending = torch.zeros_like(next_value)  # discounted rewards from t + 1 to the next decision
+    discount = torch.ones_like(next_value)  # gamma ** (steps from t + 1 to the next decision)
+    cut = buf.get("cut")
+    for t in reversed(range(T)):
+        done = buf["dones"][t]
+        next_value = torch.where(done, buf["bootstrap"][t], next_value)
+        next_adv = torch.where(done, 0.0, next_adv)
+        pending = buf["rewards"][t] + gamma * torch.where(done, 0.0, pending)
+        discount = gamma * torch.where(done, 1.0, discount)
+        boundary = buf["acting"][t]
+        acting = boundary if cut is None else boundary & ~cut[t]
+        if cut is not None:
+            boundary = boundary | cut[t]
+        a_t = pending + discount * next_value - buf["values"][t] + lam * discount * next_adv
+        adv[t] = torch.where(acting, a_t, 0.0)
+        next_value = torch.where(boundary, buf["values"][t], next_value)
+        next_adv = torch.where(acting, a_t, torch.where(boundary, 0.0, next_adv))
+        pending = torch.where(boundary, 0.0, pending)
+        discount = torch.where(boundary, 1.0, discount)
+    buf["advantages"] = adv
+    buf["returns"] = adv + buf["values"]
+
+
+def _expand_like(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return mask.reshape(*mask.shape, *([1] * (like.dim() - mask.dim())))

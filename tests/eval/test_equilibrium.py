@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from torch.distributions import Normal
 
 from dgsolve.eval import exact_lq
-from dgsolve.eval.equilibrium import equilibrium_report
+from dgsolve.eval.equilibrium import equilibrium_report, verdict_line
 from dgsolve.games.lq import LQConfig, LQGame
 from dgsolve.games.matrix import MatrixConfig, MatrixGame
 from dgsolve.hierarchy import Hierarchy
@@ -126,16 +127,33 @@ def test_column_leader_exact_policies_have_no_gap():
     assert eq["payoffs"] == {"column": 4.0, "row": 2.0}
 
 
+def test_verdict_line_says_what_the_run_found():
+    cfg, game, hierarchy = matrix_setup("leader_follower", game="chicken")
+    solver = ExactSolver(SimpleNamespace(name="exact"), game, hierarchy, CPU, 0)
+    eq = equilibrium_report(cfg, solver.joint_policy(), hierarchy, CPU)
+    assert verdict_line(eq, hierarchy) == (
+        "ε-Stackelberg equilibrium (pure commitment): leader gap 0, follower gap 0, "
+        "value gap 0 (tolerance 0.05)"
+    )
+    policies = {  # leader C with correct replies: 2 instead of 4 (see above)
+        "row": TablePolicy(every_state(C, game)),
+        "column": ConditionalTablePolicy(every_state([D, C], game)),
+    }
+    line = verdict_line(report(cfg, game, hierarchy, policies), hierarchy)
+    assert line.startswith("not an ε-Stackelberg equilibrium (pure commitment): worst gap 2")
+
+
 @pytest.mark.parametrize(
     "leader,payoff,stackelberg_gap,nash_gap",
     [
         # the mixed commitment itself: column 1 on the tie, 2.5 for the leader, no gap
         (None, 2.5, 0.0, 0.0),
-        # pure row 1: 2, short of 2.5 by 0.5, yet no *pure* commitment does better
-        (D, 2.0, 0.5, 0.0),
-        # (0.8, 0.2): the follower answers column 0 (0.8 > 0.2), leader gets 0.8; committing to
-        # row 1 instead would get 2: gain 1.2; gap to 2.5 is 1.7
-        ([0.8, 0.2], 0.8, 1.7, 1.2),
+        # pure row 1: 2, short of 2.5 by 0.5; committing to (1/2, 1/2) instead gains 0.5 (a
+        # search over pure commitments only would have called this an equilibrium)
+        (D, 2.0, 0.5, 0.5),
+        # (0.8, 0.2): the follower answers column 0 (0.8 > 0.2), leader gets 0.8; the mixed
+        # commitment would get 2.5: gain 1.7, and the gap to 2.5 is 1.7 as well
+        ([0.8, 0.2], 0.8, 1.7, 1.7),
     ],
 )
 def test_one_shot_queries_use_the_mixed_commitment(leader, payoff, stackelberg_gap, nash_gap):
@@ -145,6 +163,7 @@ def test_one_shot_queries_use_the_mixed_commitment(leader, payoff, stackelberg_g
     if leader is not None:
         policies["row"] = TablePolicy(every_state(leader, game))
     eq = report(cfg, game, hierarchy, policies)
+    assert eq["strategies"]["best_commitment"] == pytest.approx([0.5, 0.5])
     assert eq["reference"]["commitment"] == "mixed"
     assert eq["reference"]["stackelberg"]["payoffs"]["row"] == 2.0  # pure commitment
     assert eq["payoffs"]["row"] == pytest.approx(payoff, abs=1e-6)
@@ -169,12 +188,29 @@ def test_repeated_nash_gap_by_hand(action, returns, gap):
     cfg, game, hierarchy = matrix_setup("simultaneous", **REPEATED_PD)
     policies = {a: TablePolicy(every_state(action, game)) for a in game.agents}
     eq = report(cfg, game, hierarchy, policies)
-    assert (
-        eq["returns"]["greedy"] == eq["returns"]["sampled"] == {"row": returns, "column": returns}
-    )
-    assert eq["greedy_returns"] == {"row": returns, "column": returns}
+    assert eq["values"] == {"row": returns, "column": returns}
+    assert eq["returns"] == {"row": returns, "column": returns}  # sampled play agrees
     assert eq["nash_gap"] == pytest.approx(gap)
     assert "stackelberg_gap" not in eq
+    assert eq["verdict"]["equilibrium"] is (gap == 0.0)
+
+
+def test_repeated_mixed_policy_is_judged_as_it_plays():
+    # Row defects with probability 0.51 at every state, column always defects. Each round row
+    # gets 0.51 (2 - 2.5) + 0.49 (1 - 2.5) = -0.99: -9.9 over ten rounds, where always-D gets
+    # -5: a gain of 4.9. Column's reply is already best (D pays 0.48 a round, C -0.52). Read
+    # greedily (D everywhere), the profile would be an exact equilibrium with gap 0.
+    cfg, game, hierarchy = matrix_setup("simultaneous", **REPEATED_PD)
+    policies = {
+        "row": TablePolicy(every_state([0.49, 0.51], game)),
+        "column": TablePolicy(every_state(D, game)),
+    }
+    eq = report(cfg, game, hierarchy, policies)
+    assert eq["values"]["row"] == pytest.approx(-9.9)
+    assert eq["deviation_gain"] == pytest.approx({"row": 4.9, "column": 0.0})
+    assert eq["nash_gap"] == pytest.approx(4.9)
+    assert eq["returns"]["row"] == pytest.approx(-9.9, abs=0.15)  # 1024 sampled episodes
+    assert not eq["verdict"]["equilibrium"]
 
 
 def test_repeated_leader_against_an_oracle_follower():
@@ -186,15 +222,17 @@ def test_repeated_leader_against_an_oracle_follower():
     policies = ExactSolver(SimpleNamespace(name="exact"), game, hierarchy, CPU, 0).policies()
     policies["row"] = TablePolicy(every_state(C, game))
     eq = report(cfg, game, hierarchy, policies)
-    assert eq["greedy_returns"] == {"row": -15.0, "column": 15.0}
+    assert eq["values"] == {"row": -15.0, "column": 15.0}
     assert eq["stackelberg_gap"] == pytest.approx(21.0)
     assert eq["deviation_gain"] == pytest.approx({"row": 21.0, "column": 0.0})
     assert eq["nash_gap"] == pytest.approx(21.0)
+    assert eq["verdict"]["kind"] == "stackelberg (memory-1 commitment)"
 
 
 def test_repeated_action_mode_with_fixed_replies():
     # Both always cooperate, the follower whatever it sees: 0.5 a round, 5 in all, 1 short of
-    # the commitment value 6. Either player gains 10 by always defecting (15 - 5).
+    # the commitment value 6. Either player gains 10 by always defecting (15 - 5); the follower's
+    # deviations may depend on the leader's current action (2^10 tables).
     cfg, game, hierarchy = matrix_setup("leader_follower", **REPEATED_PD)
     policies = {
         "row": TablePolicy(every_state(C, game)),
@@ -203,7 +241,7 @@ def test_repeated_action_mode_with_fixed_replies():
     eq = report(cfg, game, hierarchy, policies)
     assert eq["stackelberg_gap"] == pytest.approx(1.0)
     assert eq["deviation_gain"] == pytest.approx({"row": 10.0, "column": 10.0})
-    assert eq["returns"]["sampled"] == {"row": 5.0, "column": 5.0}
+    assert eq["values"] == {"row": 5.0, "column": 5.0}
 
 
 # --------------------------------------------------------------------------- LQ
@@ -255,6 +293,62 @@ def test_lq_follower_gain_is_its_reaction_to_the_leaders_mean_action():
     expected = exact_lq.gain_error(G[:, :, :2], ref["gains"]["p2"])
     assert eq["gain_error"]["p2"] == pytest.approx(expected, abs=1e-5)
     assert eq["reference"]["equilibrium"] == "feedback_stackelberg"
+
+
+class AffinePolicy(LinearPolicy):
+    """``u = -K x + b``: a linear policy with an intercept."""
+
+    def __init__(self, gains, spec, intercept):
+        super().__init__(gains, spec, 2, None)
+        self.intercept = torch.tensor(intercept, dtype=torch.float32)
+
+    def distribution(self, obs, legal=None):
+        u = super().distribution(obs, legal).mean + self.intercept
+        return Normal(u, torch.zeros_like(u), validate_args=False)
+
+
+def test_lq_intercept_is_not_dropped():
+    # The exact Nash gains plus a constant push of 1 in every state: the fitted gains are exact
+    # (gain_error 0) but the profile costs several times more (the affine costs include the
+    # intercept) and each player gains from a best response, so it is not an equilibrium.
+    env_cfg, cfg, game, hierarchy = lq_setup("simultaneous")
+    ref = exact_lq.feedback_nash(env_cfg)
+    policies = {a: AffinePolicy(ref["gains"][a], game.spec(a), [1.0]) for a in game.agents}
+    eq = report(cfg, game, hierarchy, policies)
+    assert max(eq["gain_error"].values()) < 1e-5
+    rules = {a: exact_lq.AffineRule(K=ref["gains"][a], b=[1.0]) for a in game.agents}
+    costs = exact_lq.affine_costs(env_cfg, [list(game.agents)], rules)
+    for a in game.agents:
+        assert eq["costs"][a] == pytest.approx(costs[a], rel=1e-4)
+        assert eq["cost_gap"][a] > 3.0
+        assert eq["deviation_gain"][a] > 0.5
+    assert not eq["verdict"]["equilibrium"]
+
+
+def test_lq_follower_that_ignores_its_leader_is_no_stackelberg_equilibrium():
+    # Both play their feedback Nash gains and the follower does not react to the leader's
+    # action at all. Each is then a best response to the other, so the deviation gains are 0,
+    # but the fitted reaction is 0 against a nonzero exact one (error 1) and the leader's cost
+    # is off the feedback Stackelberg value: the verdict says no.
+    env_cfg, cfg, game, hierarchy = lq_setup("leader_follower")
+    nash = exact_lq.feedback_nash(env_cfg)
+    policies = {a: LinearPolicy(nash["gains"][a], game.spec(a), 2, None) for a in game.agents}
+    eq = report(cfg, game, hierarchy, policies)
+    assert max(eq["deviation_gain"].values()) < 1e-4
+    np.testing.assert_allclose(eq["reaction"]["p2"]["p1"], [[0.0]], atol=1e-6)
+    assert eq["reaction_error"]["p2"] == pytest.approx(1.0, abs=1e-6)
+    assert eq["stackelberg_gap"] > 0.05
+    assert not eq["verdict"]["equilibrium"]
+
+
+def test_lq_exact_stackelberg_reaction_is_recovered():
+    env_cfg, cfg, game, hierarchy = lq_setup("leader_follower")
+    solver = ExactSolver(SimpleNamespace(name="exact"), game, hierarchy, CPU, 0)
+    eq = report(cfg, game, hierarchy, solver.policies())
+    G = np.asarray(exact_lq.feedback_stackelberg(env_cfg)["response"]["p2"])
+    np.testing.assert_allclose(eq["reaction"]["p2"]["p1"], -G[:, 2:], atol=1e-5)
+    assert eq["reaction_error"]["p2"] < 1e-5
+    assert eq["verdict"]["equilibrium"] and eq["verdict"]["kind"] == "feedback stackelberg"
 
 
 # --------------------------------------------------------------------------- learning

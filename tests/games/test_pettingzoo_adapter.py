@@ -1,14 +1,16 @@
-"""PettingZoo envs behind the batched Game interface: shapes, masks, turns, resets."""
+"""PettingZoo envs behind the batched Game interface: shapes, masks, turns, resets, and how
+each agent's episode ended."""
 
 from __future__ import annotations
 
 import functools
 
+import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
 from mpe2 import simple_adversary_v3, simple_speaker_listener_v4, simple_world_comm_v3
-from pettingzoo import ParallelEnv
+from pettingzoo import AECEnv, ParallelEnv
 from pettingzoo.classic import rps_v2, tictactoe_v3
 
 from dgsolve.errors import EnvFactoryError
@@ -169,3 +171,188 @@ def test_agents_that_finish_early_stop_acting_until_reset():
     assert acting == [(True, True), (False, True), (False, True), (True, True), (True, True)]
     assert rewards == [(1, 1), (1, 1), (0, 1), (0, 1), (1, 1)]  # a's last reward paid once
     assert done == [False, False, False, True, False]
+
+
+def flags(ts, agent=None):
+    """Copy 0's (terminated, truncated), or ``agent``'s own termination flag there."""
+    if agent is not None:
+        return bool(ts.agent_terminated[agent][0])
+    return bool(ts.terminated[0]), bool(ts.truncated[0])
+
+
+def test_everyone_terminating_ends_the_copy_terminated():
+    game = PettingZooGame(EarlyExit, num_envs=1)
+    ts = game.reset(seed=0)
+    assert not any(flags(ts, a) for a in game.agents)
+    for _ in range(4):
+        ts = game.step({a: torch.zeros(1, dtype=torch.long) for a in game.agents})
+    assert flags(ts) == (True, False)
+    assert flags(ts, "a") and flags(ts, "b")
+
+
+def test_max_cycles_cap_truncates_but_remembers_who_terminated():
+    game = PettingZooGame(EarlyExit, num_envs=1, max_cycles=3)
+    ts = game.reset(seed=0)
+    for _ in range(3):
+        ts = game.step({a: torch.zeros(1, dtype=torch.long) for a in game.agents})
+    # 'a' terminated at step 2; 'b' was still playing when dgsolve cut the copy at step 3
+    assert flags(ts) == (False, True)
+    assert flags(ts, "a") and not flags(ts, "b")
+
+
+class QuitThenTimeout(ParallelEnv):
+    """Agent 'a' terminates when it plays 1; after 3 steps the env truncates whoever is left.
+
+    Observations count steps and each step pays 1 to every live agent.
+    """
+
+    metadata = {"name": "quit_then_timeout_v0"}
+    possible_agents = ["a", "b"]
+    horizon = 3
+
+    def observation_space(self, agent):
+        return spaces.Box(0, 10, (1,))
+
+    def action_space(self, agent):
+        return spaces.Discrete(2)
+
+    def reset(self, seed=None, options=None):
+        self.agents, self.t = list(self.possible_agents), 0
+        return {a: [0.0] for a in self.agents}, {a: {} for a in self.agents}
+
+    def step(self, actions):
+        self.t += 1
+        obs = {a: [float(self.t)] for a in self.agents}
+        rew = {a: 1.0 for a in self.agents}
+        term = {a: a == "a" and actions[a] == 1 for a in self.agents}
+        trunc = {a: self.t >= self.horizon and not term[a] for a in self.agents}
+        self.agents = [a for a in self.agents if not (term[a] or trunc[a])]
+        return obs, rew, term, trunc, {a: {} for a in obs}
+
+
+def test_parallel_agent_that_terminated_early_is_not_bootstrapped_when_the_env_truncates():
+    game = PettingZooGame(QuitThenTimeout, num_envs=2)
+    ts = game.reset(seed=0)
+    zeros = torch.zeros(2, dtype=torch.long)
+    # Episode 1: in copy 0 'a' quits at step 1; in copy 1 it plays on. Episode 2: nobody quits.
+    plan = [{"a": torch.tensor([1, 0]), "b": zeros}] + [{"a": zeros, "b": zeros}] * 5
+    seen = []
+    for t, actions in enumerate(plan, start=1):
+        ts = game.step(actions)
+        seen.append(
+            (
+                ts.terminated.tolist(),
+                ts.truncated.tolist(),
+                ts.agent_terminated["a"].tolist(),
+                ts.agent_terminated["b"].tolist(),
+            )
+        )
+        if t == 1:
+            assert ts.acting["a"].tolist() == [False, True]
+        if t == 3:  # both copies truncated; 'b' bootstraps from its last observation
+            assert ts.final_obs["b"].flatten().tolist() == [3.0, 3.0]
+            assert ts.obs["b"].flatten().tolist() == [0.0, 0.0]
+    nothing = ([False, False], [False, False], [False, False], [False, False])
+    assert seen[0] == seen[1] == seen[3] == seen[4] == nothing
+    assert seen[2] == ([False, False], [True, True], [True, False], [False, False])
+    # the reset cleared copy 0's flag: in episode 2 'a' was truncated like 'b'
+    assert seen[5] == ([False, False], [True, True], [False, False], [False, False])
+
+
+class TakeTurns(AECEnv):
+    """Agents 'a' and 'b' move in turn, each move paying 1 to the mover; 'a' terminates when it
+    plays 1, and after 3 moves the env truncates whoever is left.
+
+    Observations count moves; ``render`` gives a blank frame.
+    """
+
+    metadata = {"name": "take_turns_v0", "render_modes": ["rgb_array"]}
+    possible_agents = ["a", "b"]
+    horizon = 3
+
+    def __init__(self, render_mode=None):
+        super().__init__()
+        self.render_mode = render_mode
+
+    def observation_space(self, agent):
+        return spaces.Box(0, 10, (1,))
+
+    def action_space(self, agent):
+        return spaces.Discrete(2)
+
+    def observe(self, agent):
+        return np.array([self.t], np.float32)
+
+    def render(self):
+        return np.zeros((2, 2, 3), np.uint8)
+
+    def reset(self, seed=None, options=None):
+        self.agents, self.t = list(self.possible_agents), 0
+        self.rewards = {a: 0.0 for a in self.agents}
+        self._cumulative_rewards = dict(self.rewards)
+        self.terminations = {a: False for a in self.agents}
+        self.truncations = dict(self.terminations)
+        self.infos = {a: {} for a in self.agents}
+        self.agent_selection = "a"
+
+    def step(self, action):
+        mover = self.agent_selection
+        if self.terminations[mover] or self.truncations[mover]:
+            self._was_dead_step(action)
+            return
+        self.t += 1
+        self._clear_rewards()
+        self.rewards[mover] = 1.0
+        self.terminations[mover] = mover == "a" and action == 1
+        if self.t >= self.horizon:
+            self.truncations = {a: not self.terminations[a] for a in self.agents}
+        others = [a for a in self.agents if a != mover]
+        self.agent_selection = others[0] if others else mover
+        self._deads_step_first()
+
+
+def test_aec_env_that_truncates_reports_truncated_with_its_last_observation():
+    game = PettingZooGame(TakeTurns, num_envs=1)
+    ts = game.reset(seed=0)
+    for t in range(1, 4):
+        ts = game.step({a: torch.zeros(1, dtype=torch.long) for a in game.agents})
+        assert flags(ts) == ((False, True) if t == 3 else (False, False))
+        assert not flags(ts, "a") and not flags(ts, "b")
+    assert float(ts.reward["a"][0]) == 1.0  # a made the third move
+    assert ts.final_obs["a"].item() == 3.0 and ts.final_obs["b"].item() == 3.0
+    assert ts.obs["a"].item() == 0.0 and ts.acting["a"].item()  # the next game has begun
+
+
+def test_aec_agent_that_terminated_early_is_not_bootstrapped_when_the_env_truncates():
+    game = PettingZooGame(TakeTurns, num_envs=1)
+    ts = game.reset(seed=0)
+    seen, rewards = [], []
+    for t in range(1, 5):
+        ts = game.step({a: torch.tensor([int(t == 1)]) for a in game.agents})
+        seen.append((flags(ts), flags(ts, "a"), flags(ts, "b"), ts.acting["b"].item()))
+        rewards.append((ts.reward["a"].item(), ts.reward["b"].item()))
+    nothing = (False, False)
+    # move 1: a quits, then b moves alone; move 3: b is truncated; move 4 begins a fresh game
+    assert seen == [
+        (nothing, False, False, True),
+        (nothing, False, False, True),
+        ((False, True), True, False, False),
+        (nothing, False, False, True),
+    ]
+    assert rewards == [(1, 0), (0, 1), (0, 1), (1, 0)]
+
+
+def test_rendering_leaves_the_batched_copies_flags_alone():
+    game = PettingZooGame(TakeTurns, num_envs=1, can_render=True)
+    ts = game.reset(seed=0)
+    ts = game.step({a: torch.ones(1, dtype=torch.long) for a in game.agents})  # a quits
+
+    def policy(ts):
+        return {a: torch.zeros(1, dtype=torch.long) for a in game.agents}
+
+    # in the rendered game nobody quits, and that must not rub off on the batched copy
+    frames = game.render_episode(policy, max_steps=10, seed=0)
+    assert len(frames) == 4  # the start and each of the three moves
+    for _ in range(2):
+        ts = game.step(policy(ts))
+    assert flags(ts) == (False, True) and flags(ts, "a")

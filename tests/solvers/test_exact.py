@@ -143,7 +143,7 @@ def test_repeated_game_commitment_is_played_in_queries_mode(make_cfg, tmp_path):
     assert stack["path"] == [[1, 0]] + [[0, 0]] * 9
     assert summary["returns"] == {"row": 6.0, "column": 3.0}
     eq = summary["eq"]
-    assert eq["returns"]["greedy"] == eq["returns"]["sampled"] == {"row": 6.0, "column": 3.0}
+    assert eq["values"] == eq["returns"] == {"row": 6.0, "column": 3.0}
     # The follower reads the committed table from its query answers and plays its best memory-1
     # reply to any commitment, so neither player gains from a memory-1 deviation.
     assert eq["stackelberg_gap"] == 0.0 and eq["deviation_gain"] == {"row": 0.0, "column": 0.0}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,35 +12,41 @@ from dgsolve import games, solvers
 from dgsolve.errors import TrainingDiverged
 from dgsolve.games.base import AgentSpec
 from dgsolve.hierarchy import Hierarchy
-from dgsolve.solvers.ppo import PPOSolver, group_agents
+from dgsolve.solvers.ppo import gae, group_agents, minibatches
 from tests.conftest import TINY
 
 
-def gae_solver(gamma=0.9, lam=0.8):
-    solver = object.__new__(PPOSolver)
-    solver.cfg = SimpleNamespace(gamma=gamma, gae_lambda=lam)
-    return solver
-
-
-def reference_gae(rewards, values, dones, bootstrap, acting, last_value, gamma, lam):
-    """Plain-Python GAE on one copy: collapse the steps where the agent waits."""
+def reference_gae(rewards, values, dones, bootstrap, acting, cut, last_value, gamma, lam):
+    """Plain-Python GAE on one copy, decision by decision, looking forward: a decision at t whose
+    next decision (or cut step) is at t' has the target sum_{k=t}^{t'-1} gamma^(k-t) r_k +
+    gamma^(t'-t) V(t'), where V is the bootstrap value if the episode ends at t' - 1 (then the
+    next advantage is 0), the value at t' otherwise (0 as next advantage at a cut step), and
+    the last value at the end of the rollout; A_t = delta_t + lam gamma^(t'-t) A_t'."""
     T = len(rewards)
     adv = [0.0] * T
-    next_v, next_a, pending = last_value, 0.0, 0.0
     for t in reversed(range(T)):
-        if dones[t]:
-            next_v, next_a, pending = bootstrap[t], 0.0, 0.0
-        pending += rewards[t]
-        if acting[t]:
-            delta = pending + gamma * next_v - values[t]
-            adv[t] = delta + gamma * lam * next_a
-            next_v, next_a, pending = values[t], adv[t], 0.0
+        if not acting[t] or cut[t]:
+            continue
+        ret, disc, k = 0.0, 1.0, t
+        while True:
+            ret += disc * rewards[k]
+            disc *= gamma
+            if dones[k]:
+                nv, na = bootstrap[k], 0.0
+                break
+            k += 1
+            if k == T:
+                nv, na = last_value, 0.0
+                break
+            if acting[k] or cut[k]:
+                nv, na = values[k], (0.0 if cut[k] else adv[k])
+                break
+        adv[t] = ret + disc * nv - values[t] + lam * disc * na
     return adv
 
 
-def test_gae_matches_reference_with_waiting_steps_and_truncation():
-    gen = torch.Generator().manual_seed(0)
-    T, B = 12, 5
+def random_buffer(T: int, B: int, seed: int = 0, cuts: bool = False) -> dict:
+    gen = torch.Generator().manual_seed(seed)
     buf = {
         "rewards": torch.randn(T, B, generator=gen),
         "values": torch.randn(T, B, generator=gen),
@@ -49,18 +54,38 @@ def test_gae_matches_reference_with_waiting_steps_and_truncation():
         "bootstrap": torch.randn(T, B, generator=gen),
         "acting": torch.rand(T, B, generator=gen) < 0.6,
         "last_value": torch.randn(B, generator=gen),
+        "cut": torch.rand(T, B, generator=gen) < (0.2 if cuts else 0.0),
     }
     buf["bootstrap"] = torch.where(buf["dones"], buf["bootstrap"], 0.0)
-    gae_solver(0.9, 0.8)._gae(buf)
-    for b in range(B):
-        ref = reference_gae(
-            *(buf[k][:, b].tolist() for k in ("rewards", "values", "dones", "bootstrap", "acting")),
-            float(buf["last_value"][b]),
-            0.9,
-            0.8,
-        )
+    return buf
+
+
+@pytest.mark.parametrize("cuts", [False, True])
+def test_gae_matches_reference_with_waiting_steps_truncation_and_cuts(cuts):
+    buf = random_buffer(12, 6, seed=1, cuts=cuts)
+    gae(buf, 0.9, 0.8)
+    keys = ("rewards", "values", "dones", "bootstrap", "acting", "cut")
+    for b in range(6):
+        columns = [buf[k][:, b].tolist() for k in keys]
+        ref = reference_gae(*columns, float(buf["last_value"][b]), 0.9, 0.8)
         assert buf["advantages"][:, b].tolist() == pytest.approx(ref, abs=1e-5)
-    assert torch.equal(buf["advantages"][~buf["acting"]], torch.zeros(int((~buf["acting"]).sum())))
+    skipped = ~buf["acting"] | buf["cut"]
+    assert torch.equal(buf["advantages"][skipped], torch.zeros(int(skipped.sum())))
+
+
+def test_gae_discounts_waiting_steps_per_environment_step():
+    # One decision, then three waiting steps with reward 1 and a terminal end: the target is
+    # 1 + g + g^2 + g^3 with g = 0.5, i.e. 1.875 (the old per-decision discount gave 4).
+    buf = {
+        "rewards": torch.ones(4, 1),
+        "values": torch.zeros(4, 1),
+        "dones": torch.tensor([[False], [False], [False], [True]]),
+        "bootstrap": torch.zeros(4, 1),
+        "acting": torch.tensor([[True], [False], [False], [False]]),
+        "last_value": torch.zeros(1),
+    }
+    gae(buf, 0.5, 1.0)
+    assert buf["advantages"][0, 0].item() == pytest.approx(1.875)
 
 
 def test_gae_one_step_episodes_is_reward_minus_value():
@@ -72,8 +97,34 @@ def test_gae_one_step_episodes_is_reward_minus_value():
         "acting": torch.ones(2, 1, dtype=torch.bool),
         "last_value": torch.tensor([9.0]),
     }
-    gae_solver(0.99, 0.95)._gae(buf)
+    gae(buf, 0.99, 0.95)
     assert buf["advantages"].flatten().tolist() == [0.5, 1.5]
+
+
+def test_probed_step_cuts_the_leaders_trace():
+    # decisions at 0 and 2; the leader's action at 1 was a probe: the decision at 0 bootstraps
+    # from V(s_1) = 4 and ignores every reward from step 1 on
+    buf = {
+        "rewards": torch.tensor([[1.0], [100.0], [100.0]]),
+        "values": torch.tensor([[0.0], [4.0], [0.0]]),
+        "dones": torch.zeros(3, 1, dtype=torch.bool),
+        "bootstrap": torch.zeros(3, 1),
+        "acting": torch.ones(3, 1, dtype=torch.bool),
+        "cut": torch.tensor([[False], [True], [False]]),
+        "last_value": torch.zeros(1),
+    }
+    gae(buf, 0.5, 0.9)
+    assert buf["advantages"][0, 0].item() == pytest.approx(1.0 + 0.5 * 4.0)
+    assert buf["advantages"][1, 0].item() == 0.0
+
+
+@pytest.mark.parametrize("n,parts", [(10, 4), (7, 3), (4096, 4), (3, 8)])
+def test_minibatches_have_equal_sizes(n, parts):
+    batches = minibatches(torch.randperm(n), parts)
+    sizes = [len(b) for b in batches]
+    assert len(batches) == min(n, parts) and sum(sizes) == n
+    assert max(sizes) - min(sizes) <= 1  # no small tail step
+    assert sorted(torch.cat(batches).tolist()) == list(range(n))
 
 
 def test_share_policy_groups_identical_agents_within_a_tier():
@@ -169,3 +220,147 @@ def test_mappo_shares_one_centralised_critic(make_cfg):
     solver.step()
     after = nets[0].critic_parameters()
     assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_agent_that_terminated_early_is_not_bootstrapped_at_truncation(make_cfg):
+    # tests/games/test_pettingzoo_adapter.py's QuitThenTimeout: 'a' leaves when it plays 1, the
+    # env truncates whoever is left after 3 steps. At the truncation 'b' bootstraps from its
+    # final observation; 'a' only where it was still playing.
+    cfg = make_cfg(
+        [
+            "env=pettingzoo",
+            "env.factory=tests.games.test_pettingzoo_adapter:QuitThenTimeout",
+            "env.num_envs=16",
+            "algo=nash_ppo",
+            "algo.num_steps=3",
+            "algo.total_timesteps=48",
+            "hardware=cpu",
+        ]
+    )
+    game = games.make(cfg.env)
+    solver = solvers.make(cfg.algo, game, Hierarchy.for_game(cfg.hierarchy, game), "cpu", 0)
+    solver.ts = game.reset(seed=0)
+    batch, _ = solver._rollout()
+    quit_early = (batch["a"]["acting"] & (batch["a"]["actions"] == 1)).any(dim=0)
+    assert batch["a"]["dones"][2].all() and quit_early.any() and (~quit_early).any()
+    assert (batch["a"]["bootstrap"][2][quit_early] == 0).all()
+    assert (batch["a"]["bootstrap"][2][~quit_early] != 0).all()
+    assert (batch["b"]["bootstrap"][2] != 0).all()
+
+
+def test_turn_based_follower_sees_no_action_from_a_waiting_leader(make_cfg):
+    # tic-tac-toe in tiers: player_2 follows player_1, but they alternate, so at player_2's
+    # turns player_1 sampled an action it does not play: the follower must see zeros there.
+    cfg = make_cfg(
+        [
+            "env=pettingzoo",
+            "env.factory=pettingzoo.classic.tictactoe_v3:env",
+            "env.num_envs=4",
+            "algo=stackelberg_ppo",
+            "algo.num_steps=6",
+            "algo.total_timesteps=48",
+            "hardware=cpu",
+        ]
+    )
+    game = games.make(cfg.env)
+    solver = solvers.make(cfg.algo, game, Hierarchy.for_game(cfg.hierarchy, game), "cpu", 0)
+    solver.ts = game.reset(seed=0)
+    batch, _ = solver._rollout()
+    leader, follower = solver.hierarchy.tiers[0][0], solver.hierarchy.tiers[1][0]
+    seen = batch[follower]["obs"][..., game.spec(follower).obs_dim :]  # the leader's one-hot
+    leader_moved = batch[leader]["acting"]
+    assert (seen[~leader_moved] == 0).all()
+    assert (seen[leader_moved].sum(-1) == 1).all()
+    assert leader_moved.any() and (~leader_moved).any()
+
+
+def test_a_budget_below_one_iteration_is_refused_with_the_minimum(make_cfg):
+    from dgsolve.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"less than one iteration .* use at least 32"):
+        build(make_cfg, ["algo=nash_ppo", "algo.total_timesteps=20"])
+    # stackelberg_ppo's leader updates every 2nd iteration: one iteration would never train it
+    with pytest.raises(ConfigError, match=r"never learn; use algo.total_timesteps of at least 64"):
+        build(make_cfg, ["algo=stackelberg_ppo", "algo.total_timesteps=32"])
+
+
+def matrix_solver(make_cfg, overrides):
+    cfg = make_cfg(["env=matrix", "env.num_envs=32", "hardware=cpu", *overrides])
+    game = games.make(cfg.env)
+    hierarchy = Hierarchy.for_game(cfg.hierarchy, game)
+    solver = solvers.make(cfg.algo, game, hierarchy, torch.device("cpu"), 0)
+    solver.ts = game.reset()
+    return solver
+
+
+def test_probes_show_followers_every_leader_action_and_cut_the_leaders_trace(make_cfg):
+    solver = matrix_solver(
+        make_cfg,
+        ["algo=stackelberg_ppo", "env.payoffs=[[[1,1],[3,0]],[[0,0],[2,1]],[[0,0],[0,0]]]"],
+    )
+    solver.probe_rate = 1.0  # every leader action a probe: uniform over the three rows
+    with torch.no_grad():  # a leader that (almost) always plays row 0
+        solver.learner_of["row"].net.actor_head.bias.copy_(torch.tensor([20.0, 0.0, 0.0]))
+    batch, _ = solver._rollout()
+    seen = batch["column"]["obs"][..., 7:].argmax(-1)  # after the 3 x 2 + 1 states: the action
+    assert set(seen.flatten().tolist()) == {0, 1, 2}
+    assert torch.equal(seen, batch["row"]["actions"])
+    assert batch["row"]["cut"].all()
+    for agent in ("row", "column"):
+        gae(batch[agent], 1.0, 0.95)
+    assert solver._update(solver.learner_of["row"], batch) == {}  # nothing for the leader
+    assert solver._update(solver.learner_of["column"], batch)
+
+
+def test_mixed_commitment_ratio_starts_at_one(make_cfg):
+    # The leader's log-probability in queries mode is that of the joint action: its own under
+    # the drawn commitment plus the follower's, recomputed from answers of the leader's current
+    # network. At the rollout's parameters it must equal what the rollout recorded.
+    solver = matrix_solver(
+        make_cfg, ["hierarchy.follower_observes=queries", "hierarchy.commitment=mixed"]
+    )
+    batch, _ = solver._rollout()
+    answers = batch["column"]["obs"][0, :, 5:]  # the drawn commitment each copy showed
+    assert answers.unique(dim=0).shape[0] == 32  # one draw per copy
+    learner = solver.learner_of["row"]
+    for a in solver.game.agents:
+        gae(batch[a], 1.0, 0.95)
+    data = solver._reaction_data("row", batch, batch["row"]["acting"].reshape(-1))
+    recomputed = solver._reaction_logp(data)
+    assert torch.allclose(recomputed, data["old_logp"], atol=1e-5)
+    assert set(solver._update(learner, batch)) >= {"policy_loss", "approx_kl"}
+
+
+def test_pure_commitments_show_and_play_the_drawn_table(make_cfg):
+    solver = matrix_solver(
+        make_cfg,
+        ["hierarchy.follower_observes=queries", "env.rounds=3", "algo.num_steps=3"],
+    )
+    assert solver.hierarchy.pure_commitments  # auto: pure in a repeated game
+    batch, _ = solver._rollout()
+    tables = batch["row"]["commit_table"][0]  # [copies, 5 states]
+    shown = batch["column"]["obs"][0, :, 5:].reshape(32, 5, 2)
+    assert torch.equal(shown.argmax(-1), tables) and torch.equal(shown.sum(-1), torch.ones(32, 5))
+    states = batch["row"]["obs"][..., :5].argmax(-1)  # [steps, copies]
+    assert torch.equal(batch["row"]["actions"], tables.gather(1, states.T).T)
+    assert batch["row"]["acting"][0].all() and not batch["row"]["acting"][1:].any()
+    net = solver.learner_of["row"].net
+    from dgsolve.solvers.commitment import PureCommitments
+
+    logp, _ = PureCommitments.log_prob_entropy(net, batch["row"]["commit_inputs"][0], tables)
+    assert torch.allclose(logp, batch["row"]["logprobs"][0])
+
+
+def test_leaders_wait_for_the_warmup(make_cfg):
+    _, _, solver = build(
+        make_cfg,
+        [
+            "algo=stackelberg_ppo",
+            "algo.follower_updates_per_leader=1",
+            "algo.leader_warmup=0.5",
+            "algo.total_timesteps=128",
+        ],
+    )
+    updated = [sorted(solver.step()["losses"]) for _ in range(solver.num_iterations)]
+    assert [("adversary_0" in u) for u in updated] == [False, False, True, True]
+    assert all("agent_0" in u for u in updated)

@@ -54,6 +54,8 @@ class BargainGame(Game):
 
     agents = AGENTS
     can_clone = True
+    #: payoffs are already discounted by the rules (env.discount); learners add no discount.
+    discount = 1.0
     #: what :meth:`clone_state` saves (attribute names without the leading underscore).
     STATE = ("deal", "situation", "next_deal", "last_outcome")
 
