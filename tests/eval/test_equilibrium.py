@@ -20,7 +20,6 @@ from dgsolve.games.lq import LQConfig, LQGame
 from dgsolve.games.matrix import MatrixConfig, MatrixGame
 from dgsolve.hierarchy import Hierarchy
 from dgsolve.policy import JointPolicy
-from dgsolve.run import run
 from dgsolve.solvers.exact import (
     ConditionalTablePolicy,
     ExactSolver,
@@ -349,29 +348,3 @@ def test_lq_exact_stackelberg_reaction_is_recovered():
     np.testing.assert_allclose(eq["reaction"]["p2"]["p1"], -G[:, 2:], atol=1e-5)
     assert eq["reaction_error"]["p2"] < 1e-5
     assert eq["verdict"]["equilibrium"] and eq["verdict"]["kind"] == "feedback stackelberg"
-
-
-# --------------------------------------------------------------------------- learning
-def test_short_stackelberg_ppo_run_reaches_the_commitment(make_cfg, tmp_path):
-    # chicken: the learned leader should commit to D and the follower yield, worth 4 to the
-    # leader (pure-commitment Stackelberg value), where the simultaneous game's pure equilibria
-    # give it 2 or 4 and the mixed one 2.5.
-    cfg = make_cfg(
-        [
-            "env=matrix",
-            "env.game=chicken",
-            "env.num_envs=64",
-            "algo=stackelberg_ppo",
-            "algo.num_steps=1",
-            "algo.total_timesteps=1920",
-            "algo.num_minibatches=1",
-            "algo.lr=0.01",
-            "algo.hidden_sizes=[16]",
-            "task.progress=false",
-            "task.eval_episodes=4",
-            "hardware=cpu",
-        ]
-    )
-    eq = run(cfg, tmp_path)["eq"]
-    assert eq["stackelberg_gap"] < 0.05
-    assert eq["nash_gap"] < 0.05

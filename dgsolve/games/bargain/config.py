@@ -70,8 +70,8 @@ class BargainConfig:
 
     @classmethod
     def coerce(cls, cfg: Any = None) -> BargainConfig:
-        """A validated copy of ``cfg``: a BargainConfig, a mapping, a DictConfig, or None (a
-        ``name`` key, the config group's option, is ignored)."""
+        """A validated copy of ``cfg``: a BargainConfig, a mapping, a DictConfig, or None (the
+        ``name`` and ``ppo`` keys of its config group are ignored)."""
         if cfg is None:
             out = cls()
         elif isinstance(cfg, cls):
@@ -79,6 +79,7 @@ class BargainConfig:
         else:
             items = dict(cfg.items()) if isinstance(cfg, Mapping) else dict(vars(cfg))
             items.pop("name", None)  # a Hydra config group's option name, not a rule
+            items.pop("ppo", None)  # the group's PPO settings (conf/env/bargain.yaml), not a rule
             known = {f.name for f in fields(cls)}
             unknown = sorted(set(items) - known)
             if unknown:
