@@ -75,8 +75,34 @@ def query_inputs(
     return policy.prepare(torch.cat(parts, dim=-1))
 
 
-class Commitments:
-    """The commitments drawn by every leader (an agent that some later tier follows), per copy.
+class _LeaderDraws:
+    """What both kinds of commitment share: the leaders (agents some later tier follows), their
+    query observations, and per copy whether the current draw is a probe."""
+
+    def __init__(
+        self,
+        hierarchy: Hierarchy,
+        specs: dict[str, AgentSpec],
+        num_envs: int,
+        device: torch.device,
+    ):
+        self.hierarchy = hierarchy
+        self.leaders = [a for tier in hierarchy.tiers[:-1] for a in tier]
+        for a in self.leaders:
+            if not specs[a].discrete:
+                raise CapabilityError(
+                    f"hierarchy.follower_observes=queries learns commitments of discrete-action "
+                    f"leaders; '{a}' has continuous actions (use follower_observes=action)"
+                )
+        self.queries = {a: hierarchy.queries[a].to(device) for a in self.leaders}
+        self.num_actions = {a: specs[a].num_actions for a in self.leaders}
+        self.probing = {
+            a: torch.zeros(num_envs, dtype=torch.bool, device=device) for a in self.leaders
+        }
+
+
+class Commitments(_LeaderDraws):
+    """Mixed commitments: the logits drawn by every leader around its policy, per copy.
 
     ``policies[a]`` must offer ``prepare(obs)`` and ``net.actor_out(x)`` (the logits). Noise is
     drawn where :meth:`redraw` is told that an episode starts: with the current spread
@@ -90,25 +116,13 @@ class Commitments:
         num_envs: int,
         device: torch.device,
     ):
-        self.hierarchy, self.specs = hierarchy, specs
-        self.leaders = [a for tier in hierarchy.tiers[:-1] for a in tier]
-        for a in self.leaders:
-            if not specs[a].discrete:
-                raise CapabilityError(
-                    f"hierarchy.follower_observes=queries learns commitments of discrete-action "
-                    f"leaders; '{a}' has continuous actions (use follower_observes=action)"
-                )
-        self.queries = {a: hierarchy.queries[a].to(device) for a in self.leaders}
+        super().__init__(hierarchy, specs, num_envs, device)
         # obs @ extend -> weights on the query observations that reproduce them (pinv)
         self.extend = {a: torch.linalg.pinv(q) for a, q in self.queries.items()}
-        #: per leader and copy: the drawn logit noise, already scaled [B, Q, A], and whether
-        #: the draw is a probe
+        #: per leader and copy: the drawn logit noise, already scaled, [B, Q, A]
         self.noise = {
-            a: torch.zeros(num_envs, len(self.queries[a]), specs[a].num_actions, device=device)
-            for a in self.leaders
-        }
-        self.probing = {
-            a: torch.zeros(num_envs, dtype=torch.bool, device=device) for a in self.leaders
+            a: torch.zeros(num_envs, len(q), self.num_actions[a], device=device)
+            for a, q in self.queries.items()
         }
 
     def redraw(
@@ -147,7 +161,7 @@ class Commitments:
         return torch.bmm(weights[:, None, :], self.noise[agent]).squeeze(1)
 
 
-class PureCommitments:
+class PureCommitments(_LeaderDraws):
     """Deterministic commitments: per copy and episode, a table of one action per query
     observation drawn from each leader's policy (a uniform one in probe copies)."""
 
@@ -158,24 +172,13 @@ class PureCommitments:
         num_envs: int,
         device: torch.device,
     ):
-        self.hierarchy = hierarchy
-        self.leaders = [a for tier in hierarchy.tiers[:-1] for a in tier]
-        for a in self.leaders:
-            if not specs[a].discrete:
-                raise CapabilityError(
-                    f"hierarchy.commitment=pure draws actions of discrete-action leaders; '{a}' "
-                    "has continuous actions (use follower_observes=action)"
-                )
-        self.queries = {a: hierarchy.queries[a].to(device) for a in self.leaders}
-        self.num_actions = {a: specs[a].num_actions for a in self.leaders}
-        B = num_envs
+        super().__init__(hierarchy, specs, num_envs, device)
         self.table = {
-            a: torch.zeros(B, len(q), dtype=torch.long, device=device)
+            a: torch.zeros(num_envs, len(q), dtype=torch.long, device=device)
             for a, q in self.queries.items()
         }
         self.inputs: dict[str, torch.Tensor] = {}
-        self.logp = {a: torch.zeros(B, device=device) for a in self.leaders}
-        self.probing = {a: torch.zeros(B, dtype=torch.bool, device=device) for a in self.leaders}
+        self.logp = {a: torch.zeros(num_envs, device=device) for a in self.leaders}
 
     @torch.no_grad()
     def redraw(self, starts: torch.Tensor, policies, probe_rate: float) -> None:

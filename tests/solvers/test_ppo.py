@@ -222,25 +222,32 @@ def test_mappo_shares_one_centralised_critic(make_cfg):
     assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
 
 
-def test_agent_that_terminated_early_is_not_bootstrapped_at_truncation(make_cfg):
-    # tests/games/test_pettingzoo_adapter.py's QuitThenTimeout: 'a' leaves when it plays 1, the
-    # env truncates whoever is left after 3 steps. At the truncation 'b' bootstraps from its
-    # final observation; 'a' only where it was still playing.
+def pettingzoo_rollout(make_cfg, factory: str, algo: str, num_envs: int, num_steps: int):
+    """A solver on ``env.factory=factory`` and the batch of its first rollout."""
     cfg = make_cfg(
         [
             "env=pettingzoo",
-            "env.factory=tests.games.test_pettingzoo_adapter:QuitThenTimeout",
-            "env.num_envs=16",
-            "algo=nash_ppo",
-            "algo.num_steps=3",
-            "algo.total_timesteps=48",
+            f"env.factory={factory}",
+            f"env.num_envs={num_envs}",
+            f"algo={algo}",
+            f"algo.num_steps={num_steps}",
+            f"algo.total_timesteps={2 * num_envs * num_steps}",
             "hardware=cpu",
         ]
     )
     game = games.make(cfg.env)
     solver = solvers.make(cfg.algo, game, Hierarchy.for_game(cfg.hierarchy, game), "cpu", 0)
     solver.ts = game.reset(seed=0)
-    batch, _ = solver._rollout()
+    return solver, solver._rollout()[0]
+
+
+def test_agent_that_terminated_early_is_not_bootstrapped_at_truncation(make_cfg):
+    # tests/games/test_pettingzoo_adapter.py's QuitThenTimeout: 'a' leaves when it plays 1, the
+    # env truncates whoever is left after 3 steps. At the truncation 'b' bootstraps from its
+    # final observation; 'a' only where it was still playing.
+    _, batch = pettingzoo_rollout(
+        make_cfg, "tests.games.test_pettingzoo_adapter:QuitThenTimeout", "nash_ppo", 16, 3
+    )
     quit_early = (batch["a"]["acting"] & (batch["a"]["actions"] == 1)).any(dim=0)
     assert batch["a"]["dones"][2].all() and quit_early.any() and (~quit_early).any()
     assert (batch["a"]["bootstrap"][2][quit_early] == 0).all()
@@ -251,21 +258,10 @@ def test_agent_that_terminated_early_is_not_bootstrapped_at_truncation(make_cfg)
 def test_turn_based_follower_sees_no_action_from_a_waiting_leader(make_cfg):
     # tic-tac-toe in tiers: player_2 follows player_1, but they alternate, so at player_2's
     # turns player_1 sampled an action it does not play: the follower must see zeros there.
-    cfg = make_cfg(
-        [
-            "env=pettingzoo",
-            "env.factory=pettingzoo.classic.tictactoe_v3:env",
-            "env.num_envs=4",
-            "algo=stackelberg_ppo",
-            "algo.num_steps=6",
-            "algo.total_timesteps=48",
-            "hardware=cpu",
-        ]
+    solver, batch = pettingzoo_rollout(
+        make_cfg, "pettingzoo.classic.tictactoe_v3:env", "stackelberg_ppo", 4, 6
     )
-    game = games.make(cfg.env)
-    solver = solvers.make(cfg.algo, game, Hierarchy.for_game(cfg.hierarchy, game), "cpu", 0)
-    solver.ts = game.reset(seed=0)
-    batch, _ = solver._rollout()
+    game = solver.game
     leader, follower = solver.hierarchy.tiers[0][0], solver.hierarchy.tiers[1][0]
     seen = batch[follower]["obs"][..., game.spec(follower).obs_dim :]  # the leader's one-hot
     leader_moved = batch[leader]["acting"]
