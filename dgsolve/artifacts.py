@@ -18,18 +18,34 @@ from typing import Any
 import numpy as np
 import torch
 
+from dgsolve.errors import DiskWriteError
+
 SMOOTHING = 0.9  # weight of the past in the smoothed return curve
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    """Write ``data`` to a temporary file beside ``path``, flush it to disk, then rename it over
+    ``path``: readers see the old file or the new one, never a torn one. An OS error (a full disk,
+    a vanished or read-only directory) becomes :class:`~dgsolve.errors.DiskWriteError`."""
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise DiskWriteError(
+            f"cannot write {path}: {err.strerror or err}; the files written before it (the last "
+            "complete checkpoint among them) are intact"
+        ) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 
@@ -41,6 +57,22 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def versions() -> dict[str, str]:
+    """The versions of dgsolve, Python and the packages a run's results depend on."""
+    import importlib.metadata as md
+    import platform
+
+    from dgsolve import __version__
+
+    out = {"dgsolve": __version__, "python": platform.python_version()}
+    for pkg in ("torch", "pettingzoo", "mpe2", "hydra-core", "numpy", "triton"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            continue
+    return out
 
 
 def _jsonable(obj: Any) -> Any:

@@ -1,11 +1,15 @@
 """The ``dgsolve`` command: compose the config with Hydra, then ``run(cfg)``.
 
 User mistakes (:class:`~dgsolve.errors.DGSolveError`) print one line and exit with status 2 (3
-for a diverged run), without a traceback.
+for a diverged run, 1 for a fault such as a full disk or a failed evaluation), without a
+traceback. A signal before the run has started (while Python imports or Hydra composes) ends the
+command with one line and status 130 (SIGINT) or 143 (SIGTERM); from the run's first step on,
+:class:`dgsolve.run.SignalGuard` handles it.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -14,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from dgsolve.config import register_configs
-from dgsolve.errors import DGSolveError
+from dgsolve.errors import DGSolveError, Interrupted
 
 
 def config_dir() -> str:
@@ -29,16 +33,35 @@ def config_dir() -> str:
 register_configs()
 
 
+def _interrupted_early(signum, _frame) -> None:
+    raise Interrupted(signum)
+
+
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from dgsolve.run import run
 
+    hydra_cfg = HydraConfig.get()
     try:
-        run(cfg, HydraConfig.get().runtime.output_dir)
+        run(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task))
     except DGSolveError as err:
         print(f"dgsolve: error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
+    except Interrupted as stop:  # before the run installed its own guard: nothing was written
+        print("dgsolve: interrupted before the run started; nothing was trained", file=sys.stderr)
+        sys.exit(128 + stop.signum)
+
+
+def entry() -> None:
+    """The console script: signals are handled from the first second (see the module doc)."""
+    signal.signal(signal.SIGTERM, _interrupted_early)
+    signal.signal(signal.SIGINT, _interrupted_early)
+    try:
+        main()
+    except Interrupted as stop:  # while Hydra composed the config
+        print("dgsolve: interrupted before the run started; nothing was trained", file=sys.stderr)
+        sys.exit(128 + stop.signum)
 
 
 if __name__ == "__main__":
-    main()
+    entry()

@@ -29,15 +29,39 @@ class RunDirError(DGSolveError):
     """A run directory (``resume=...``, cross-play policy) that is missing or incomplete."""
 
 
+class OutputError(DGSolveError):
+    """A run directory that cannot be written (read-only, not a directory, no such device)."""
+
+
+class DiskWriteError(DGSolveError):
+    """An artifact that could not be written mid-run (a full disk, a vanished directory); the
+    last complete checkpoint stays valid. Exit status 1: a fault, not a user mistake."""
+
+    exit_code = 1
+
+
+class IncompleteRun(DGSolveError):
+    """Training finished but a later stage (evaluation, plots, rendering) failed; the run's
+    ``summary.json`` lists what is missing and ``resume=`` redoes it. Exit status 1."""
+
+    exit_code = 1
+
+
 class CapabilityError(DGSolveError):
     """A solver needs something the game does not provide."""
 
 
 class TrainingDiverged(DGSolveError):
-    """A loss became non-finite; the last good checkpoint is kept."""
+    """A non-finite value in training (from the game or from the learner); the run appends which
+    checkpoint exists. ``source`` is ``"game"`` or ``"learner"`` where the solver knows."""
 
     exit_code = 3
 
 
-class Interrupted(Exception):
-    """Raised inside the training loop when SIGINT or SIGTERM arrives (not a user error)."""
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived (not a user error). A BaseException, like KeyboardInterrupt, so
+    that no ``except Exception`` in evaluation code swallows it."""
+
+    def __init__(self, signum: int = 0):
+        super().__init__(signum)
+        self.signum = signum

@@ -8,10 +8,13 @@ appending earlier tiers' actions to later tiers' observations. Baselines impleme
 
 from __future__ import annotations
 
-from typing import Protocol
+from abc import ABC, abstractmethod
+from typing import Any, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.distributions import Categorical, Normal
 
 from dgsolve.games.base import AgentSpec, TimeStep
 from dgsolve.hierarchy import Hierarchy
@@ -139,3 +142,206 @@ class JointPolicy:
                 tier_actions[agent] = self.policies[agent].act(x, mask, greedy)
             actions.update(tier_actions)
         return actions
+
+
+# --------------------------------------------------------------------------- exact policies
+#: relative tolerance when a follower compares payoffs computed from float32 probabilities.
+RESPONSE_TOL = 1e-5
+
+
+class ExactPolicy(ABC):
+    """What every exact policy offers: ``distribution``, ``answer``, ``act`` and ``state``.
+
+    ``net`` and ``prepare`` give it the surface of a :class:`~dgsolve.policy.NetPolicy`
+    (``policy.net.distribution(policy.prepare(x))``), which
+    :meth:`~dgsolve.policy.JointPolicy.distribution` queries.
+    """
+
+    discrete = True
+
+    @property
+    def net(self) -> ExactPolicy:
+        return self
+
+    def prepare(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs
+
+    @abstractmethod
+    def distribution(self, obs: torch.Tensor, legal: torch.Tensor | None = None):
+        """The action distribution at ``obs`` (the agent's observation plus what it sees)."""
+
+    @abstractmethod
+    def state(self) -> dict[str, Any]:
+        """The policy as plain lists, for ``policy.pt``."""
+
+    @torch.no_grad()
+    def answer(self, obs: torch.Tensor) -> torch.Tensor:
+        dist = self.distribution(obs)
+        return dist.probs if self.discrete else dist.mean
+
+    @torch.no_grad()
+    def act(
+        self, obs: torch.Tensor, legal: torch.Tensor | None = None, greedy: bool = False
+    ) -> torch.Tensor:
+        dist = self.distribution(obs, legal)
+        if not self.discrete:
+            return dist.mean
+        return dist.probs.argmax(-1) if greedy else dist.sample()
+
+
+def _categorical(probs: torch.Tensor, legal: torch.Tensor | None) -> Categorical:
+    if legal is not None:
+        probs = probs * legal
+    return Categorical(probs=probs, validate_args=False)
+
+
+class TablePolicy(ExactPolicy):
+    """Action probabilities per state of a matrix game; the observation's first ``num_states``
+    entries are the one-hot state (anything a follower sees after them is ignored)."""
+
+    def __init__(self, probs: Any, device: torch.device | str = "cpu"):
+        self.probs = torch.as_tensor(np.asarray(probs), dtype=torch.float32, device=device)
+        self.num_states = self.probs.shape[0]
+
+    def distribution(self, obs: torch.Tensor, legal: torch.Tensor | None = None) -> Categorical:
+        state = obs[..., : self.num_states].argmax(-1)
+        return _categorical(self.probs[state], legal)
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": "table", "probs": self.probs.tolist()}
+
+
+class ConditionalTablePolicy(ExactPolicy):
+    """A follower's probabilities per (state, observed leader action): ``probs [S, m, n]``; the
+    observation is the one-hot state followed by the leader's one-hot action."""
+
+    def __init__(self, probs: Any, device: torch.device | str = "cpu"):
+        self.probs = torch.as_tensor(np.asarray(probs), dtype=torch.float32, device=device)
+        self.num_states, self.num_leader_actions = self.probs.shape[:2]
+
+    def distribution(self, obs: torch.Tensor, legal: torch.Tensor | None = None) -> Categorical:
+        state = obs[..., : self.num_states].argmax(-1)
+        seen = obs[..., self.num_states : self.num_states + self.num_leader_actions].argmax(-1)
+        return _categorical(self.probs[state, seen], legal)
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": "conditional_table", "probs": self.probs.tolist()}
+
+
+class MixedResponsePolicy(ExactPolicy):
+    """One-shot follower that sees the leader's mixed strategy (``queries`` mode) and plays a
+    pure best response to it, ties broken in the leader's favour.
+
+    ``L`` and ``F`` are the leader's and the follower's payoffs with the leader's actions as rows;
+    the observation is the one-hot state followed by the leader's answers to its query
+    observations ``queries [Q, S]``, ``Q x m`` probabilities.
+    """
+
+    def __init__(self, L: np.ndarray, F: np.ndarray, queries: torch.Tensor):
+        device = queries.device
+        self.L = torch.as_tensor(L, dtype=torch.float32, device=device)
+        self.F = torch.as_tensor(F, dtype=torch.float32, device=device)
+        self.queries = queries.to(torch.float32)
+        self.num_states = queries.shape[1]
+        scale = max(1.0, float(np.abs(L).max()), float(np.abs(F).max()))
+        self.tol = RESPONSE_TOL * scale
+
+    def leader_strategy(self, obs: torch.Tensor) -> torch.Tensor:
+        """The leader's answer at the current state, ``[B, m]``."""
+        m = self.L.shape[0]
+        state = obs[..., : self.num_states]
+        answers = obs[..., self.num_states : self.num_states + len(self.queries) * m]
+        answers = answers.reshape(*obs.shape[:-1], len(self.queries), m)
+        index = (state @ self.queries.T).argmax(-1)
+        return answers.gather(-2, index[..., None, None].expand(*index.shape, 1, m)).squeeze(-2)
+
+    def distribution(self, obs: torch.Tensor, legal: torch.Tensor | None = None) -> Categorical:
+        p = self.leader_strategy(obs)
+        follower, leader = p @ self.F, p @ self.L
+        best = follower >= follower.max(-1, keepdim=True).values - self.tol
+        choice = torch.where(best, leader, -torch.inf).argmax(-1)
+        return _categorical(torch.nn.functional.one_hot(choice, self.F.shape[1]).float(), legal)
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": "mixed_response", "L": self.L.tolist(), "F": self.F.tolist()}
+
+
+class Memory1ResponsePolicy(ExactPolicy):
+    """Repeated-game follower that reads the leader's deterministic memory-1 policy from its
+    query answers and plays its best memory-1 response to it.
+
+    ``response [m ** S, S]`` holds the follower's action per state for every leader policy,
+    numbered as :func:`~dgsolve.eval.exact_matrix.memory1_policies` numbers them.
+    """
+
+    def __init__(
+        self, response: np.ndarray, num_leader_actions: int, num_actions: int, queries: torch.Tensor
+    ):
+        device = queries.device
+        self.response = torch.as_tensor(response, dtype=torch.long, device=device)
+        self.m, self.num_actions = num_leader_actions, num_actions
+        self.queries = queries.to(torch.float32)
+        self.num_states = queries.shape[1]
+        S = self.num_states
+        # memory1_policies enumerates with itertools.product: the first state is most significant
+        self.radix = torch.tensor([self.m ** (S - 1 - s) for s in range(S)], device=device)
+
+    def distribution(self, obs: torch.Tensor, legal: torch.Tensor | None = None) -> Categorical:
+        num_queries = len(self.queries)
+        state = obs[..., : self.num_states].argmax(-1)
+        answers = obs[..., self.num_states : self.num_states + num_queries * self.m]
+        table = torch.zeros(*obs.shape[:-1], self.num_states, dtype=torch.long, device=obs.device)
+        # queries are one-hot states; scatter each state's greedy leader action into its slot
+        slots = self.queries.argmax(-1)
+        table[..., slots] = answers.reshape(*obs.shape[:-1], num_queries, self.m).argmax(-1)
+        leader_policy = (table * self.radix).sum(-1)
+        action = self.response[leader_policy, state]
+        probs = torch.nn.functional.one_hot(action, self.num_actions).float()
+        return _categorical(probs, legal)
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": "memory1_response", "response": self.response.tolist()}
+
+
+class LinearPolicy(ExactPolicy):
+    """``u = -K x`` (``K`` per step for a finite horizon, read from the ``t / T`` feature), or a
+    follower's reaction ``u = -G [x; seen actions]`` when ``reacts`` is set.
+
+    The distribution is a Normal with zero spread: its mean is the action, and sampling returns
+    it unchanged. Actions are clipped to the game's bounds, as the game clips them.
+    """
+
+    discrete = False
+
+    def __init__(
+        self,
+        gains: Any,
+        spec: AgentSpec,
+        state_dim: int,
+        horizon: int | None,
+        seen_dim: int = 0,
+        device: torch.device | str = "cpu",
+    ):
+        K = torch.as_tensor(np.asarray(gains), dtype=torch.float32, device=device)
+        self.K = K if horizon is not None else K[None]  # [steps, m, state_dim + seen_dim]
+        self.state_dim, self.horizon, self.seen_dim = state_dim, horizon, seen_dim
+        self.obs_dim = spec.obs_dim
+        self.low = torch.tensor(spec.low, device=device)
+        self.high = torch.tensor(spec.high, device=device)
+
+    def distribution(self, obs: torch.Tensor, legal: torch.Tensor | None = None) -> Normal:
+        x = obs[..., : self.state_dim]
+        if self.seen_dim:
+            x = torch.cat([x, obs[..., self.obs_dim : self.obs_dim + self.seen_dim]], dim=-1)
+        if self.horizon is None:
+            step = torch.zeros(obs.shape[:-1], dtype=torch.long, device=obs.device)
+        else:
+            step = (obs[..., self.state_dim] * self.horizon).round().long()
+            step = step.clamp(0, self.horizon - 1)
+        u = -(self.K[step] @ x[..., None]).squeeze(-1)
+        u = torch.maximum(torch.minimum(u, self.high), self.low)
+        return Normal(u, torch.zeros_like(u), validate_args=False)
+
+    def state(self) -> dict[str, Any]:
+        K = self.K if self.horizon is not None else self.K[0]
+        return {"kind": "linear", "gains": K.tolist(), "seen_dim": self.seen_dim}

@@ -75,6 +75,30 @@ class TimeStep:
     def done(self) -> torch.Tensor:
         return self.terminated | self.truncated
 
+    def state_dict(self) -> dict[str, Any]:
+        """A copy of every field as tensors and plain dicts of tensors (a lazy ``final_obs``
+        mapping is built now), which ``torch.load(weights_only=True)`` reads back."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Mapping):
+                value = {agent: x.clone() for agent, x in value.items()}
+            elif value is not None:
+                value = value.clone()
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], device: torch.device) -> TimeStep:
+        """The TimeStep that :meth:`state_dict` saved, with its tensors on ``device``."""
+
+        def on_device(value):
+            if isinstance(value, Mapping):
+                return {agent: x.to(device) for agent, x in value.items()}
+            return None if value is None else value.to(device)
+
+        return cls(**{f.name: on_device(state[f.name]) for f in fields(cls) if f.name in state})
+
     def terminated_for(self, agent: str) -> torch.Tensor:
         """``[B]``: where a copy is done, whether ``agent``'s own episode ended by termination."""
         if self.agent_terminated is None:
@@ -86,7 +110,14 @@ class Game(ABC):
     """A batch of ``num_envs`` copies of one game.
 
     Optional capabilities are declared as class attributes so solvers can check them:
-    ``can_render`` (:meth:`render_episode`), ``can_clone`` (``clone_state``/``restore_state``).
+    ``can_render`` (:meth:`render_episode`), ``can_clone`` (``clone_state``/``restore_state``),
+    ``can_save_state`` (:meth:`state_dict`/:meth:`load_state_dict`, see :func:`saves_state`).
+
+    Games whose state dgsolve owns (matrix, LQ, bargaining) save it: :meth:`state_dict` holds
+    every copy's state and the game's own random stream, so that after :meth:`load_state_dict`
+    the game steps exactly as it would have, and a resumed run continues the interrupted games.
+    The state is made of tensors and plain values only (``torch.load(weights_only=True)`` reads
+    it). PettingZoo adapters do not save state: a resumed run restarts their games.
     """
 
     agents: tuple[str, ...]
@@ -94,6 +125,7 @@ class Game(ABC):
     device: torch.device
     can_render: bool = False
     can_clone: bool = False
+    can_save_state: bool = False
     #: agent that naturally leads (``hierarchy=leader_follower``); ``None`` means the first agent.
     leader: str | None = None
     #: ``(start, end)`` column ranges that cut an observation into tokens for a transformer
@@ -123,6 +155,30 @@ class Game(ABC):
     def render_episode(self, policy_fn, max_steps: int, seed: int) -> list[np.ndarray]:
         """Play one greedy episode in a fresh copy and return its RGB frames."""
         raise NotImplementedError(f"{type(self).__name__} does not render")
+
+    def state_dict(self) -> dict[str, Any]:
+        """A copy of every copy's state and of the game's random stream (``can_save_state``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not save its state")
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Return to a :meth:`state_dict` snapshot: the next :meth:`step` goes on from there."""
+        raise NotImplementedError(f"{type(self).__name__} does not save its state")
+
+
+def saves_state(game: Game) -> bool:
+    """Whether ``game`` offers :meth:`Game.state_dict` and :meth:`Game.load_state_dict`."""
+    return bool(getattr(game, "can_save_state", False))
+
+
+def loaded(saved: torch.Tensor, like: torch.Tensor, name: str) -> torch.Tensor:
+    """A copy of the saved tensor ``saved`` on ``like``'s device, refused (``ValueError``)
+    unless its shape and dtype are ``like``'s: a snapshot of a different game."""
+    if saved.shape != like.shape or saved.dtype != like.dtype:
+        raise ValueError(
+            f"saved game state '{name}' is {saved.dtype} {list(saved.shape)}, this game's is "
+            f"{like.dtype} {list(like.shape)}"
+        )
+    return saved.to(like.device, copy=True)
 
 
 class CoercibleConfig:

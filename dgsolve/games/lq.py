@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from dgsolve.errors import ConfigError
-from dgsolve.games.base import AgentSpec, CoercibleConfig, Game, TimeStep, all_true
+from dgsolve.games.base import AgentSpec, CoercibleConfig, Game, TimeStep, all_true, loaded
 
 
 # The default game: both players push the state along the same input direction. p1 mostly cares
@@ -218,6 +218,8 @@ class LQGame(Game):
     ``cfg`` is an :class:`LQConfig` or anything :meth:`LQConfig.coerce` accepts.
     """
 
+    can_save_state = True
+
     def __init__(self, cfg: LQConfig, device: str | torch.device = "cpu") -> None:
         cfg = LQConfig.coerce(cfg)
         self.cfg = cfg
@@ -300,6 +302,19 @@ class LQGame(Game):
         obs = self._observe(self._x, self._t)
         reward = {i: -cost[i] for i in self.agents}
         return self._timestep(obs, reward, terminated, truncated, final_obs)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Every copy's state and step count, and the game's random stream."""
+        return {
+            "x": self._x.clone(),
+            "t": self._t.clone(),
+            "generator": self._generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self._x = loaded(state["x"], self._x, "x")
+        self._t = loaded(state["t"], self._t, "t")
+        self._generator.set_state(state["generator"].cpu())
 
     def _initial_states(self, count: int) -> torch.Tensor:
         noise = torch.randn(count, self.state_dim, generator=self._generator, device=self.device)

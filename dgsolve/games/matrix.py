@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from dgsolve.errors import ConfigError
-from dgsolve.games.base import AgentSpec, CoercibleConfig, Game, TimeStep, all_true
+from dgsolve.games.base import AgentSpec, CoercibleConfig, Game, TimeStep, all_true, loaded
 
 #: The twelve canonical 2x2 games of "Oracles & Followers: Stackelberg Equilibria in Deep
 #: Multi-Agent Reinforcement Learning" (Gerstgrasser & Parkes, ICML 2023), also used in "The Good
@@ -131,6 +131,7 @@ class MatrixGame(Game):
     """
 
     agents = AGENTS
+    can_save_state = True
 
     def __init__(self, cfg: MatrixConfig, device: str | torch.device = "cpu") -> None:
         cfg = MatrixConfig.coerce(cfg)
@@ -178,6 +179,13 @@ class MatrixGame(Game):
         next_state = torch.where(terminated, torch.full_like(joint, self.start_state), joint)
         self._round = torch.where(terminated, torch.zeros_like(self._round), self._round)
         return self._timestep(self._one_hot(next_state), reward, terminated, final_obs)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Every copy's round; the observation is the solver's TimeStep (nothing is random)."""
+        return {"round": self._round.clone()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self._round = loaded(state["round"], self._round, "round")
 
     def query_observations(self, agent: str) -> torch.Tensor:
         """Observations whose answers describe ``agent``'s memory-1 policy completely: every

@@ -4,7 +4,7 @@ Every solver has the same shape: ``step() -> dict`` (one iteration: ``{"episodes
 {agent: return})], "losses": {learner: {name: value}}}``), ``done``, ``iteration``,
 ``num_iterations``, ``global_step``, ``policies()``, ``joint_policy()``, ``state_dict()`` /
 ``load_state_dict()``, ``policy_state()`` and ``load_policy_state()`` (what ``policy.pt`` holds,
-and how :func:`dgsolve.run.load_policies` puts it back); optionally ``summary() -> dict``,
+and how :func:`dgsolve.rundir.load_policies` puts it back); optionally ``summary() -> dict``,
 merged into ``summary.json``.
 """
 

@@ -77,7 +77,15 @@ def query_inputs(
 
 class _LeaderDraws:
     """What both kinds of commitment share: the leaders (agents some later tier follows), their
-    query observations, and per copy whether the current draw is a probe."""
+    query observations, and per copy whether the current draw is a probe.
+
+    A copy keeps its draw until its next episode starts; :meth:`state_dict` saves the draws
+    (the per-leader tensors named in ``STATE``) with the solver's checkpoint. They come from
+    torch's default generators, which the solver saves.
+    """
+
+    #: the attributes, each a dict of per-leader tensors, that :meth:`state_dict` saves.
+    STATE: tuple[str, ...] = ("probing",)
 
     def __init__(
         self,
@@ -87,6 +95,7 @@ class _LeaderDraws:
         device: torch.device,
     ):
         self.hierarchy = hierarchy
+        self.device = torch.device(device)
         self.leaders = [a for tier in hierarchy.tiers[:-1] for a in tier]
         for a in self.leaders:
             if not specs[a].discrete:
@@ -100,6 +109,15 @@ class _LeaderDraws:
             a: torch.zeros(num_envs, dtype=torch.bool, device=device) for a in self.leaders
         }
 
+    def state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
+        """A copy of the current draws: ``{attribute: {leader: tensor}}`` for each of ``STATE``."""
+        return {name: {a: x.clone() for a, x in getattr(self, name).items()} for name in self.STATE}
+
+    def load_state_dict(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
+        """Return to the draws of a :meth:`state_dict`."""
+        for name in self.STATE:
+            setattr(self, name, {a: x.to(self.device, copy=True) for a, x in state[name].items()})
+
 
 class Commitments(_LeaderDraws):
     """Mixed commitments: the logits drawn by every leader around its policy, per copy.
@@ -108,6 +126,8 @@ class Commitments(_LeaderDraws):
     drawn where :meth:`redraw` is told that an episode starts: with the current spread
     ``sigma`` or, in a fraction of copies (probes), with the wide ``probe_sigma``.
     """
+
+    STATE = ("noise", "probing")
 
     def __init__(
         self,
@@ -164,6 +184,8 @@ class Commitments(_LeaderDraws):
 class PureCommitments(_LeaderDraws):
     """Deterministic commitments: per copy and episode, a table of one action per query
     observation drawn from each leader's policy (a uniform one in probe copies)."""
+
+    STATE = ("table", "inputs", "logp", "probing")
 
     def __init__(
         self,

@@ -54,7 +54,7 @@ import torch
 from torch import nn
 
 from dgsolve.errors import CapabilityError, ConfigError, TrainingDiverged
-from dgsolve.games.base import AgentSpec, Game, TimeStep
+from dgsolve.games.base import AgentSpec, Game, TimeStep, saves_state
 from dgsolve.hierarchy import Hierarchy
 from dgsolve.nets import ActorCritic, masked_logits
 from dgsolve.policy import JointPolicy, NetPolicy
@@ -237,6 +237,7 @@ class PPOSolver:
         if self.ts is None:
             self.ts = self.game.reset(seed=self.seed * 7919 + self.iteration)
             self.episode_start.fill_(True)
+            self._check_game(self.ts, f"at reset (iteration {self.iteration + 1})")
         self.iteration += 1
         cfg = self.cfg
         frac = 1.0 - (self.iteration - 1) / self.num_iterations
@@ -275,19 +276,45 @@ class PPOSolver:
         return {"learner": {"gamma": self.gamma}}
 
     def state_dict(self) -> dict:
+        """Everything a resumed run needs, as tensors and plain values (``torch.load`` with
+        ``weights_only=True`` reads it): networks, optimisers, counters, torch's generators
+        and, where the game saves its state (:func:`~dgsolve.games.base.saves_state`), the
+        games in progress under ``"game"``; ``"game": None`` means a resumed run restarts them.
+        """
         critic = {}
         if self.critic_optimizer is not None:
             critic = {"critic_optimizer": self.critic_optimizer.state_dict()}
+        cuda = self.device.type == "cuda"
         return {
             **critic,
             "nets": {lr.name: lr.net.state_dict() for lr in self.learners},
             "optimizers": {lr.name: lr.optimizer.state_dict() for lr in self.learners},
             "iteration": self.iteration,
             "global_step": self.global_step,
+            "sigma": self.sigma,
             "torch_rng": torch.get_rng_state(),
+            # rollouts and updates draw on the solver's device, from its default generator
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if cuda else None,
+            "game": self._games_in_progress(),
+        }
+
+    def _games_in_progress(self) -> dict | None:
+        """The interrupted games: the game's own state, the TimeStep the next step acts on,
+        where episodes start, their returns so far and the leaders' draws for them."""
+        if self.ts is None or not saves_state(self.game):
+            return None
+        drawn = self._draws()
+        return {
+            "state": self.game.state_dict(),
+            "timestep": self.ts.state_dict(),
+            "episode_start": self.episode_start.clone(),
+            "episode_return": {a: r.clone() for a, r in self.episode_return.items()},
+            "commitments": None if drawn is None else drawn.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from a :meth:`state_dict`: exactly where it saved the games in progress,
+        else with games that restart at the next :meth:`step`."""
         for lr in self.learners:
             lr.net.load_state_dict(state["nets"][lr.name])
             lr.optimizer.load_state_dict(state["optimizers"][lr.name])
@@ -295,8 +322,31 @@ class PPOSolver:
             self.critic_optimizer.load_state_dict(state["critic_optimizer"])
         self.iteration = int(state["iteration"])
         self.global_step = int(state["global_step"])
+        self.sigma = float(state.get("sigma", self.sigma))
         torch.set_rng_state(state["torch_rng"])
-        self.ts = None
+        if state.get("cuda_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        games = state.get("game")
+        if games is None:
+            self.ts = None
+            return
+        if not saves_state(self.game):
+            raise ValueError(
+                f"the state holds games in progress but {type(self.game).__name__} cannot load them"
+            )
+        self.game.load_state_dict(games["state"])
+        self.ts = TimeStep.from_state(games["timestep"], self.game.device)
+        self.episode_start = games["episode_start"].to(self.device, copy=True)
+        self.episode_return = {
+            a: r.to(self.device, copy=True) for a, r in games["episode_return"].items()
+        }
+        drawn = self._draws()
+        if drawn is not None:
+            drawn.load_state_dict(games["commitments"])
+
+    def _draws(self) -> Commitments | PureCommitments | None:
+        """The leaders' drawn commitments (queries mode), mixed or pure; else None."""
+        return self.commitments if self.commitments is not None else self.tables
 
     def policy_state(self) -> dict:
         """What ``policy.pt`` holds: networks and the shapes needed to rebuild them."""
@@ -475,12 +525,15 @@ class PPOSolver:
                     buf["logprobs"][t] = self.tables.logp[a]
             ts = self.game.step(env_actions)
             self.global_step += B
+            when = f"at env step {self.global_step:,} (iteration {self.iteration})"
+            self._check_game(ts, when, env_actions)
             done = ts.done
             for a in self.game.agents:
                 batch[a]["rewards"][t] = ts.reward[a]
                 batch[a]["dones"][t] = done
                 self.episode_return[a] += ts.reward[a]
             if ts.truncated.any():
+                self._check_final_obs(ts)
                 final_values = self._values_of(ts, ts.final_obs)
                 for a in self.game.agents:
                     # an agent whose own episode ended by termination is not bootstrapped
@@ -499,6 +552,69 @@ class PPOSolver:
         for a in self.game.agents:
             batch[a]["last_value"] = last_values[a]
         return batch, episodes
+
+    def _check_game(self, ts: TimeStep, when: str, actions: dict | None = None) -> None:
+        """Raise :class:`TrainingDiverged` if the game returned a non-finite reward or
+        observation (one host synchronisation per call): ``source="game"``, unless the
+        ``actions`` it was sent were non-finite themselves (``source="learner"``)."""
+        parts = [("reward", a, ts.reward[a]) for a in self.game.agents]
+        parts += [("observation", a, ts.obs[a]) for a in self.game.agents]
+        finite = torch.stack([torch.isfinite(x).all() for _, _, x in parts])
+        if bool(finite.all()):
+            return
+        bad = [p for p, ok in zip(parts, finite.tolist(), strict=True) if not ok]
+        wild = {
+            a: x
+            for a, x in (actions or {}).items()
+            if x.is_floating_point() and not bool(torch.isfinite(x).all())
+        }
+        if wild:
+            raise self._actions_diverged(wild, bad, when)
+        raise self._game_diverged(bad, when)
+
+    def _check_final_obs(self, ts: TimeStep) -> None:
+        """The final observations that truncated games bootstrap from must be finite too."""
+        parts = [("final observation", a, ts.final_obs[a][ts.truncated]) for a in self.game.agents]
+        bad = [p for p in parts if not bool(torch.isfinite(p[2]).all())]
+        if bad:
+            when = f"at env step {self.global_step:,} (iteration {self.iteration})"
+            raise self._game_diverged(bad, when)
+
+    def _game_diverged(self, bad: list, when: str) -> TrainingDiverged:
+        """The error for non-finite game outputs ``bad``: ``(kind, agent, tensor)`` triples."""
+        err = TrainingDiverged(
+            f"the game returned a non-finite {self._describe_bad(bad)} {when}: the NaN or inf "
+            f"comes from the game ({describe_game(self.game)}), not the learner; check the env's "
+            "parameters"
+        )
+        err.source = "game"
+        return err
+
+    def _actions_diverged(self, wild: dict, bad: list, when: str) -> TrainingDiverged:
+        """The error for game outputs ``bad`` that non-finite actions ``wild`` caused."""
+        learners = _join(list(dict.fromkeys(f"'{self.learner_of[a].name}'" for a in wild)))
+        actions = self._describe_bad([("actions", a, x) for a, x in wild.items()])
+        err = TrainingDiverged(
+            f"the learner {learners} sent non-finite {actions} {when}, and the game returned a "
+            f"non-finite {self._describe_bad(bad)} from them: the learner diverged, not the "
+            f"game; {self._learner_advice()}"
+        )
+        err.source = "learner"
+        return err
+
+    def _describe_bad(self, bad: list) -> str:
+        """``reward for agents 'a' and 'b' (in 3 of 8 copies)``, per kind of ``bad`` values."""
+        by_kind: dict[str, list] = {}
+        for kind, agent, x in bad:
+            by_kind.setdefault(kind, []).append((agent, x))
+        parts = []
+        for kind, entries in by_kind.items():
+            hit = torch.stack([_rows_hit(x) for _, x in entries]).any(dim=0)
+            names = _join([f"'{a}'" for a, _ in entries])
+            agents = "agent" if len(entries) == 1 else "agents"
+            copies = f"in {int(hit.sum())} of {self.game.num_envs} copies"
+            parts.append(f"{kind} for {agents} {names} ({copies})")
+        return _join(parts)
 
     # ------------------------------------------------------------------ update
     def _update(self, learner: Learner, batch: dict) -> dict[str, float]:
@@ -539,6 +655,9 @@ class PPOSolver:
                 count += 1
             if cfg.target_kl is not None and stats["approx_kl"] > cfg.target_kl:
                 break
+        finite = torch.stack([torch.isfinite(p).all() for p in learner.net.parameters()])
+        if not bool(finite.all()):
+            raise self._learner_diverged(learner, "parameters after the update")
         means = {k: v / count for k, v in sums.items()}
         y_pred, y_true = b["values"], b["returns"]
         var_y = torch.var(y_true) if n > 1 else torch.tensor(float("nan"))
@@ -593,11 +712,9 @@ class PPOSolver:
         loss = pg_loss - cfg.ent_coef * entropy_loss + cfg.vf_coef * v_loss
 
         if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"non-finite loss for '{learner.name}' at update {self.iteration} "
-                f"(policy {pg_loss.item():.3g}, value {v_loss.item():.3g}); stopped, the last good "
-                "checkpoint is kept — try a lower algo.lr or algo.max_grad_norm"
-            )
+            terms = {"policy loss": pg_loss, "value loss": v_loss, "entropy": entropy_loss}
+            bad = [f"{name} ({x.item():.3g})" for name, x in terms.items() if not torch.isfinite(x)]
+            raise self._learner_diverged(learner, _join(bad) or f"loss ({loss.item():.3g})")
         optimizers = [learner.optimizer]
         if self.critic_optimizer is not None:
             optimizers.append(self.critic_optimizer)
@@ -605,6 +722,10 @@ class PPOSolver:
             opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norms = {f"grad_norm/{part}": _grad_norm(ps) for part, ps in parts.items()}
+        bad = [part for part in parts if not math.isfinite(grad_norms[f"grad_norm/{part}"])]
+        if bad:
+            # stopped before the step: the networks in memory are still finite
+            raise self._learner_diverged(learner, f"gradient of the {_join(bad)}")
         nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
         for opt in optimizers:
             opt.step()
@@ -616,6 +737,24 @@ class PPOSolver:
             "clipfrac": float(clipfrac),
             **grad_norms,
         }
+
+    def _learner_diverged(self, learner: Learner, what: str) -> TrainingDiverged:
+        """The error for a non-finite ``what`` in ``learner``'s update (``source="learner"``);
+        the game's outputs were checked finite during the rollout."""
+        err = TrainingDiverged(
+            f"non-finite {what} for learner '{learner.name}' at update {self.iteration} "
+            f"(agents {', '.join(learner.agents)}; env step {self.global_step:,}): the learner "
+            f"diverged, the game's rewards and observations were finite; {self._learner_advice()}"
+        )
+        err.source = "learner"
+        return err
+
+    def _learner_advice(self) -> str:
+        cfg = self.cfg
+        return (
+            f"try a lower algo.lr (now {cfg.lr:g}) or algo.max_grad_norm (now "
+            f"{cfg.max_grad_norm:g})"
+        )
 
     # ------------------------------------------------------------------ reaction (queries)
     def _reaction_data(self, leader: str, batch: dict, sel: torch.Tensor) -> dict:
@@ -666,6 +805,23 @@ def _index_tree(tree, inds: torch.Tensor):
     if isinstance(tree, dict):
         return {k: _index_tree(v, inds) for k, v in tree.items()}
     return None if tree is None else tree[inds]
+
+
+def _join(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return " and ".join(filter(None, [", ".join(items[:-1]), *items[-1:]]))
+
+
+def _rows_hit(x: torch.Tensor) -> torch.Tensor:
+    """``[rows]`` bool: which rows (copies) of ``x`` hold a non-finite entry."""
+    return (~torch.isfinite(x)).reshape(x.shape[0], -1).any(dim=1)
+
+
+def describe_game(game: Game) -> str:
+    """How a message names a game: ``env=<family>`` where its config says, and its class."""
+    family = getattr(getattr(game, "cfg", None), "family", None)
+    name = type(game).__name__
+    return f"env={family}, {name}" if family else name
 
 
 def _grad_norm(params: list[nn.Parameter]) -> float:

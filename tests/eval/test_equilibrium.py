@@ -19,14 +19,14 @@ from dgsolve.eval.equilibrium import equilibrium_report, verdict_line
 from dgsolve.games.lq import LQConfig, LQGame
 from dgsolve.games.matrix import MatrixConfig, MatrixGame
 from dgsolve.hierarchy import Hierarchy
-from dgsolve.policy import JointPolicy
-from dgsolve.solvers.exact import (
+from dgsolve.policy import (
     ConditionalTablePolicy,
-    ExactSolver,
+    JointPolicy,
     LinearPolicy,
     MixedResponsePolicy,
     TablePolicy,
 )
+from dgsolve.solvers.exact import ExactSolver
 
 C, D = [1.0, 0.0], [0.0, 1.0]
 CPU = torch.device("cpu")

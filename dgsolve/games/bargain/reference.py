@@ -33,7 +33,7 @@ import torch
 
 from dgsolve.games.bargain.config import BargainConfig, OutsideOffer
 from dgsolve.games.bargain.rules import AGENTS, BargainRules
-from dgsolve.games.base import AgentSpec, Game, TimeStep
+from dgsolve.games.base import AgentSpec, Game, TimeStep, loaded
 
 #: ``last_outcome`` codes.
 RUNNING, ACCEPTED, WALKED = 0, 1, 2
@@ -54,6 +54,7 @@ class BargainGame(Game):
 
     agents = AGENTS
     can_clone = True
+    can_save_state = True
     #: payoffs are already discounted by the rules (env.discount); learners add no discount.
     discount = 1.0
     #: what :meth:`clone_state` saves (attribute names without the leading underscore).
@@ -238,13 +239,22 @@ class BargainGame(Game):
         return state
 
     def restore_state(self, state: dict[str, torch.Tensor]) -> TimeStep:
-        """Return to a :meth:`clone_state` snapshot; the TimeStep is that of a decision point
-        (no reward, nothing done)."""
+        """Return to a :meth:`clone_state` snapshot (tensors on any device); the TimeStep is
+        that of a decision point (no reward, nothing done)."""
         for name in self.STATE:
-            setattr(self, _attr(name), state[name].clone())
-        self._generator.set_state(state["generator"])
+            setattr(self, _attr(name), loaded(state[name], getattr(self, _attr(name)), name))
+        self._generator.set_state(state["generator"].cpu())
         self._seeded = self._started = True
         return self._fresh_timestep()
+
+    def state_dict(self) -> dict:
+        """:meth:`clone_state` and whether the game was seeded and started. The Triton backend
+        steps the same tensors, so this is its whole state too."""
+        return {**self.clone_state(), "seeded": self._seeded, "started": self._started}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.restore_state(state)
+        self._seeded, self._started = bool(state["seeded"]), bool(state["started"])
 
     # ------------------------------------------------------------------ deals
     def draw_deals(self, n: int) -> torch.Tensor:

@@ -16,30 +16,71 @@ from pathlib import Path
 import torch
 
 from dgsolve.artifacts import atomic_write_bytes, atomic_write_json
-from dgsolve.errors import ConfigError
+from dgsolve.errors import ConfigError, RunDirError
 from dgsolve.eval.bargain import seated
 from dgsolve.eval.crossplay import crossplay_matrix
 from dgsolve.games.bargain.baselines import BASELINES, make_baseline
 from dgsolve.games.bargain.rules import BargainRules
+from dgsolve.rundir import load_policies
 
 CSV_KEYS = ("p1", "p2", "welfare", "agreement_rate", "walk_rate")
+RESUMABLE = False
 
 
 def load_player(spec: str, env_cfg, device: torch.device, seed: int):
-    """A baseline by name, or the trained policy of a run directory."""
-    from dgsolve.run import load_policies
-
+    """A baseline by name, or the trained policy of a run directory trained on the same rules."""
+    rules = BargainRules.from_config(dict(env_cfg.items()))
     if spec in BASELINES:
-        return make_baseline(spec, BargainRules.from_config(dict(env_cfg.items())), seed=seed)
+        return make_baseline(spec, rules, seed=seed)
     if not Path(spec).expanduser().is_dir():
         raise ConfigError(
             f"crossplay policy '{spec}' is neither a baseline {sorted(BASELINES)} nor a run "
             "directory"
         )
+    from dgsolve.rundir import load_run_config
+
+    run_cfg = load_run_config(spec)
+    if run_cfg.env.get("family") != "bargain":
+        raise RunDirError(f"run '{spec}' trained on env '{run_cfg.env.name}', not on bargain")
+    trained = BargainRules.from_config(dict(run_cfg.env.items()))
+    if trained != rules:
+        differ = [
+            f"{k}={getattr(trained, k)} (here {getattr(rules, k)})"
+            for k in trained.__dataclass_fields__
+            if getattr(trained, k) != getattr(rules, k)
+        ]
+        raise RunDirError(
+            f"run '{spec}' was trained on other bargaining rules: {', '.join(differ)}; cross-play "
+            "pits policies of one game against each other (set env.* to the run's rules)"
+        )
     joint, run_cfg = load_policies(spec, device)
-    if run_cfg.env.family != "bargain":
-        raise ConfigError(f"run '{spec}' trained on env '{run_cfg.env.name}', not on bargain")
     return seated(joint.policies, run_cfg.env)
+
+
+def execute(ctx) -> dict:
+    """Play the table, write its files, print it and say where they went."""
+    cfg = ctx.cfg
+    table = run_crossplay(cfg, ctx.dir, ctx.device)
+    print_crossplay(table)
+    print(f"dgsolve: cross-play table written to {ctx.dir}/crossplay.{{json,csv,png}}")
+    return {"crossplay": table}
+
+
+def print_crossplay(table: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Table(title="cross-play welfare (agreement rate); row as P1, column as P2")
+    out.add_column("P1 \\ P2")
+    for name in table["policies"]:
+        out.add_column(name, justify="right")
+    for i, name in enumerate(table["policies"]):
+        cells = [
+            f"{table['welfare'][i][j]:.3f} ({table['agreement_rate'][i][j]:.2f})"
+            for j in range(len(table["policies"]))
+        ]
+        out.add_row(name, *cells)
+    Console().print(out)
 
 
 def run_crossplay(cfg, run_dir: Path | str, device: torch.device) -> dict:
