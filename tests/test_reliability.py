@@ -32,20 +32,9 @@ from dgsolve.rundir import load_policies
 from dgsolve.solvers.ppo import PPOSolver
 from dgsolve.tasks import train as train_task
 from tests.conftest import TINY
+from tests.test_cli import dgsolve
 
 MATRIX = [*TINY, "env=matrix", "algo=nash_ppo", "task.render=false"]
-
-
-def dgsolve(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SDL_VIDEODRIVER": "dummy"}
-    return subprocess.run(
-        [sys.executable, "-m", "dgsolve.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
 
 
 def one_line_error(proc: subprocess.CompletedProcess) -> str:
@@ -305,6 +294,10 @@ def test_divergence_says_which_checkpoint_exists(make_cfg, tmp_path, monkeypatch
         run(cfg, tmp_path / "run")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "diverged" and expect in summary["error"]
+    assert (tmp_path / "run" / "history.json").is_file()
+    if every == 1:  # the checkpoint named is the last good one, from the update before
+        state = torch.load(tmp_path / "run" / "checkpoints/last.pt", weights_only=True)
+        assert state["solver"]["iteration"] == 2
 
 
 # ------------------------------------------------------------------ exact resume

@@ -183,7 +183,7 @@ def test_lq_nash_gains_per_step_and_checkpoint_round_trip(make_cfg, tmp_path):
     assert len(gains["p1"]) == 4 and len(gains["p1"][0]) == 1 and len(gains["p1"][0][0]) == 2
     assert summary["eq"]["reference"]["equilibrium"] == "feedback_nash"
     assert max(summary["eq"]["gain_error"].values()) < 1e-6
-    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert state["solver"] == {"iteration": 1, "global_step": 0}
 
 
