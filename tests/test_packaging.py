@@ -35,3 +35,5 @@ def test_wheel_ships_every_config(tmp_path):
     }
     assert expected and expected <= names
     assert "dgsolve/games/bargain/kernel.py" in names
+    modules = {str(p.relative_to(ROOT)) for p in (ROOT / "dgsolve").rglob("*.py")}
+    assert modules <= names, sorted(modules - names)  # every package is listed in pyproject
