@@ -231,16 +231,19 @@ class RunArtifacts:
         _save_fig(fig, plots / "returns.png")
         plt.close(fig)
 
-        keys = ("policy_loss", "value_loss", "entropy")
-        fig, axes = plt.subplots(1, len(keys), figsize=(12, 3.5))
-        for ax, key in zip(axes, keys, strict=True):
+        # PPO's three curves; a solver that logs others (CFR's nash_conv) gets its own
+        logged = {k for rec in self.history.updates.values() for k in rec if k != "env_step"}
+        keys = [k for k in ("policy_loss", "value_loss", "entropy") if k in logged]
+        keys = keys or sorted(logged)[:3] or ["policy_loss"]
+        fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), squeeze=False)
+        for ax, key in zip(axes[0], keys, strict=True):
             for learner, rec in self.history.updates.items():
                 if key in rec:
                     ax.plot(rec["env_step"], rec[key], label=learner)
             ax.set_title(key)
             ax.set_xlabel("environment steps")
         if self.history.updates:
-            axes[0].legend(fontsize="small")
+            axes[0][0].legend(fontsize="small")
         fig.tight_layout()
         _save_fig(fig, plots / "losses.png")
         plt.close(fig)

@@ -19,6 +19,7 @@ from omegaconf import MISSING, OmegaConf
 from dgsolve.games.bargain.config import BargainConfig
 from dgsolve.games.lq import LQConfig
 from dgsolve.games.matrix import MatrixConfig
+from dgsolve.games.openspiel import OpenSpielConfig
 
 
 # --------------------------------------------------------------------------- hardware
@@ -175,6 +176,15 @@ class BargainEnvConfig(BargainConfig):
     ppo: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class OpenSpielEnvConfig(OpenSpielConfig):
+    """Any OpenSpiel game by load string; the game module does not import pyspiel until a game
+    is built, so the schema exists without the ``openspiel`` extra."""
+
+    name: str = "openspiel"
+    ppo: dict[str, Any] = field(default_factory=dict)
+
+
 # --------------------------------------------------------------------------- algo
 class PolicyForm(str, Enum):
     mlp = "mlp"
@@ -228,6 +238,14 @@ class ExactConfig(AlgoConfig):
     solver: str = "exact"
 
 
+@dataclass
+class CFRConfig(AlgoConfig):
+    name: str = "cfr"
+    solver: str = "cfr"
+    iterations: int = 1000
+    iterations_per_step: int = 50
+
+
 # --------------------------------------------------------------------------- root
 @dataclass
 class DGSolveConfig:
@@ -252,8 +270,9 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "matrix": MatrixEnvConfig,
         "lq": LQEnvConfig,
         "bargain": BargainEnvConfig,
+        "openspiel": OpenSpielEnvConfig,
     },
-    "algo": {"ppo": PPOConfig, "exact": ExactConfig},
+    "algo": {"ppo": PPOConfig, "exact": ExactConfig, "cfr": CFRConfig},
     "hierarchy": {"hierarchy": HierarchyConfig},
     "hardware": {"hardware": HardwareConfig},
     "task": {"train": TrainTaskConfig, "crossplay": CrossplayTaskConfig},

@@ -199,6 +199,9 @@ RULES: dict[str, Rule] = {
     "algo.leader_warmup": Real(low=0, high=1, high_open=True),  # 1: leaders would never learn
     "algo.commitment_noise": POSITIVE,
     "algo.commitment_noise_final": NONNEGATIVE,  # 0: undisturbed commitments after the start
+    # algo: cfr
+    "algo.iterations": COUNT,
+    "algo.iterations_per_step": COUNT,
     # task: train
     "task.eval_episodes": COUNT,
     "task.eval_every": Int(min=0),  # 0 = at the end only

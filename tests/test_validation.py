@@ -238,6 +238,9 @@ BAD = [(("env=simple_adversary",), value, shown) for value, shown in MEASURED] +
     ((), "algo.leader_warmup=1.0", "algo.leader_warmup=1.0"),
     ((), "algo.commitment_noise=0", "algo.commitment_noise=0.0"),
     ((), "algo.commitment_noise_final=-0.05", "algo.commitment_noise_final=-0.05"),
+    # algo: cfr
+    (("algo=cfr",), "algo.iterations=0", "algo.iterations=0"),
+    (("algo=cfr",), "algo.iterations_per_step=-5", "algo.iterations_per_step=-5"),
     # through the game's ppo section: list elements are not type-checked on interpolation
     (BARGAIN_PPO, "env.ppo.hidden_sizes=[true]", "algo.hidden_sizes=[true]"),
     (BARGAIN_PPO, "env.ppo.hidden_sizes=5", "algo.hidden_sizes=5"),

@@ -2,18 +2,21 @@
 
 ``equilibrium_report(cfg, joint_policy, hierarchy, device)`` returns the ``eq`` section of
 ``summary.json`` (logged to TensorBoard under ``eq/``), or ``None`` for game families without an
-exact reference (anything but ``matrix`` and ``lq``). The learned policies are read through
-:meth:`~dgsolve.policy.JointPolicy.distribution`, which builds each agent's input as it acts
-(its observation plus the leaders' actions, or their query answers); the gaps themselves are in
-:mod:`dgsolve.eval.matrix_gaps` and :mod:`dgsolve.eval.lq_gaps`. References come from
-:func:`dgsolve.eval.exact.exact_reference`.
+exact reference (anything but ``matrix``, ``lq`` and ``openspiel``). The learned policies are
+read through :meth:`~dgsolve.policy.JointPolicy.distribution`, which builds each agent's input
+as it acts (its observation plus the leaders' actions, or their query answers); the gaps
+themselves are in :mod:`dgsolve.eval.matrix_gaps` and :mod:`dgsolve.eval.lq_gaps`. References
+come from :func:`dgsolve.eval.exact.exact_reference`; OpenSpiel games get their exact NashConv
+from OpenSpiel's best responses (:mod:`dgsolve.eval.openspiel_eq`).
 
 Every report ends with ``verdict``: whether the learned profile is an ε-equilibrium of the kind
 the hierarchy defines, with ε = ``tolerance``. The gaps it weighs are each player's deviation
 gain (the best deviation open to it, the others as learned) and, for Stackelberg kinds, the
 distance of the leader's value from the exact Stackelberg value — a pair that is stable only
-because the follower answers some commitments badly is not a Stackelberg equilibrium. Matrix
-gaps are in payoff units, LQ gaps relative to the costs involved.
+because the follower answers some commitments badly is not a Stackelberg equilibrium. OpenSpiel
+verdicts also weigh the NashConv (the sum of the deviation gains): a profile is an ε-Nash
+equilibrium there iff NashConv ≤ ε. Matrix and OpenSpiel gaps are in payoff units, LQ gaps
+relative to the costs involved.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from dgsolve.eval.matrix_gaps import one_shot_report, repeated_report, roles
 from dgsolve.games.matrix import MatrixConfig, payoff_matrices
 from dgsolve.hierarchy import Hierarchy
 
-#: default ε of the verdict: payoff units for matrix games, relative for LQ games.
-DEFAULT_TOLERANCE = {"matrix": 0.05, "lq": 0.05}
+#: default ε of the verdict: payoff units for matrix and OpenSpiel games, relative for LQ games.
+DEFAULT_TOLERANCE = {"matrix": 0.05, "lq": 0.05, "openspiel": 0.05}
 
 
 def equilibrium_report(
@@ -53,6 +56,10 @@ def equilibrium_report(
         torch.manual_seed(seed)
         if family == "matrix":
             report = matrix_report(cfg.env, joint_policy, hierarchy, device, seed)
+        elif family == "openspiel":
+            from dgsolve.eval.openspiel_eq import openspiel_report  # needs the openspiel extra
+
+            report = openspiel_report(cfg.env, joint_policy, hierarchy, device)
         else:
             report = lq_report(cfg.env, joint_policy, hierarchy, device, seed)
     if "reference_error" not in report:
@@ -95,12 +102,15 @@ def verdict(
 ) -> dict[str, Any]:
     """``{"equilibrium", "kind", "tolerance", "worst_gap", "gaps"}`` for an ``eq`` report.
 
-    ``gaps`` names each weighed gap: ``<agent>`` deviation gains and, for Stackelberg kinds,
-    ``stackelberg_value`` (the leader's distance from the exact value). A gap that could not be
+    ``gaps`` names each weighed gap: ``<agent>`` deviation gains, ``nash_conv`` (OpenSpiel
+    games: their sum, so the worst gap) and, for Stackelberg kinds, ``stackelberg_value`` (the
+    leader's distance from the exact value). A gap that could not be
     computed counts as infinite: an unverified profile is not called an equilibrium."""
     gaps: dict[str, float | None] = dict(report.get("deviation_gain", {}))
     for agent in hierarchy.agents:
         gaps.setdefault(agent, None)
+    if family == "openspiel":
+        gaps["nash_conv"] = report.get("nash_conv")
     if not hierarchy.is_simultaneous:
         gaps["stackelberg_value"] = report.get("stackelberg_gap")
     values = [float("inf") if g is None else float(g) for g in gaps.values()]
@@ -130,6 +140,8 @@ def verdict_line(eq: dict[str, Any], hierarchy: Hierarchy) -> str:
     if hierarchy.is_simultaneous:
         for agent in hierarchy.agents:
             parts.append(f"{agent} gap {_fmt(v['gaps'][agent])}")
+        if "nash_conv" in v["gaps"]:
+            parts.append(f"NashConv {_fmt(v['gaps']['nash_conv'])}")
     else:
         leader, follower = roles(hierarchy) if _one_leader_one_follower(hierarchy) else (None, None)
         for agent in hierarchy.agents:

@@ -57,6 +57,12 @@ def _make_lq(cfg, device: torch.device) -> Game:
     return LQGame(cfg, device)
 
 
+def _make_openspiel(cfg, device: torch.device) -> Game:
+    from dgsolve.games.openspiel import OpenSpielGame
+
+    return OpenSpielGame(cfg, device)
+
+
 def _make_bargain(cfg, device: torch.device) -> Game:
     from dgsolve.games.bargain import make_bargain
 
@@ -72,6 +78,7 @@ FAMILIES: dict[str, Callable[..., Game]] = {
     "mpe": _make_mpe,
     "matrix": _make_matrix,
     "lq": _make_lq,
+    "openspiel": _make_openspiel,
 }
 
 

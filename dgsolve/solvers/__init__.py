@@ -31,7 +31,21 @@ def _exact(cfg, game: Game, hierarchy: Hierarchy, device: torch.device, seed: in
     return ExactSolver(cfg, game, hierarchy, device, seed)
 
 
-SOLVERS: dict[str, Callable] = {"ppo": _ppo, "exact": _exact}
+def _cfr(cfg, game: Game, hierarchy: Hierarchy, device: torch.device, seed: int):
+    try:
+        from dgsolve.solvers.cfr import CFRSolver
+    except ModuleNotFoundError as err:
+        if err.name not in ("pyspiel", "open_spiel"):
+            raise
+        raise ConfigError(
+            "algo=cfr needs the open_spiel package; install the extra: "
+            "pip install 'dgsolve[openspiel]'"
+        ) from None
+
+    return CFRSolver(cfg, game, hierarchy, device, seed)
+
+
+SOLVERS: dict[str, Callable] = {"ppo": _ppo, "exact": _exact, "cfr": _cfr}
 
 
 def make(algo_cfg, game: Game, hierarchy: Hierarchy, device: torch.device, seed: int):

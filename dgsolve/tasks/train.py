@@ -54,7 +54,7 @@ def execute(ctx) -> dict:
 
 def _train(ctx, cfg, device: torch.device, game) -> dict:
     hierarchy = Hierarchy.for_game(cfg.hierarchy, game)
-    if cfg.env.family in GAME_EVALUATIONS and not hierarchy.is_simultaneous:
+    if cfg.env.family in TURN_BASED and not hierarchy.is_simultaneous:
         raise ConfigError(
             f"env={cfg.env.name} is turn-based and evaluated seat by seat, not in tiers; use "
             "hierarchy=simultaneous (e.g. algo=ppo or algo=mappo)"
@@ -94,7 +94,7 @@ def _train(ctx, cfg, device: torch.device, game) -> dict:
     trained_now = not solver.done
     try:
         if trained_now:
-            _training_loop(ctx, cfg, solver, art, device, checkpoint_state)
+            _training_loop(ctx, cfg, solver, art, device, checkpoint_state, wall)
     except Interrupted as stop:
         base = _summary_base(cfg, solver, hierarchy, device)
         return _stopped(ctx, art, solver, base, wall(), stop, checkpoint_state)
@@ -121,7 +121,7 @@ def _train(ctx, cfg, device: torch.device, game) -> dict:
     interrupted = ctx.signals.start_raising()  # a signal that came while results were written
     errors: dict[str, str] = {}
     stages = {
-        "evaluation": lambda: summary.update(_evaluate(cfg, solver, hierarchy, device, art)),
+        "evaluation": lambda: summary.update(_evaluate(cfg, solver, hierarchy, device, art, wall)),
         "plots": art.write_plots,
         "rollout": lambda: _rollout_gif(cfg, game, solver, art),
     }
@@ -165,7 +165,7 @@ def _train(ctx, cfg, device: torch.device, game) -> dict:
     return summary
 
 
-def _training_loop(ctx, cfg, solver, art: RunArtifacts, device, checkpoint_state) -> None:
+def _training_loop(ctx, cfg, solver, art: RunArtifacts, device, checkpoint_state, wall) -> None:
     with _progress(cfg.task.progress) as progress:
         bar = progress.add_task(
             "training",
@@ -191,7 +191,7 @@ def _training_loop(ctx, cfg, solver, art: RunArtifacts, device, checkpoint_state
             )
             every = int(cfg.task.get("eval_every", 0))
             if every and solver.iteration % every == 0 and not solver.done:
-                log_game_evaluation(cfg, solver, art, device)
+                log_game_evaluation(cfg, solver, art, device, wall())
             if solver.iteration % cfg.task.checkpoint_every == 0:
                 art.save_checkpoint(checkpoint_state())
             ctx.signals.check()
@@ -288,11 +288,16 @@ def _summary_base(cfg, solver, hierarchy: Hierarchy, device) -> dict:
     return out
 
 
-def _evaluate(cfg, solver, hierarchy: Hierarchy, device, art: RunArtifacts) -> dict:
+def _evaluate(cfg, solver, hierarchy: Hierarchy, device, art: RunArtifacts, wall) -> dict:
     out = final_evaluation(cfg, solver, hierarchy, device)
-    game_eval = log_game_evaluation(cfg, solver, art, device)
-    if game_eval is not None:
+    game_eval = log_game_evaluation(cfg, solver, art, device, wall())
+    if game_eval is not None and cfg.env.family in SUMMARY_SECTIONS:
         out[cfg.env.family] = game_eval
+    if cfg.env.family == "openspiel":
+        from dgsolve.eval.openspiel_eq import policy_table, write_policy_table
+
+        table = policy_table(str(cfg.env.game), solver.joint_policy(), device)
+        write_policy_table(art.dir / "policy_table.json", str(cfg.env.game), table)
     for a, r in out["returns"].items():
         art.scalar(f"eval/return/{a}", r, solver.global_step)
     for tag, value in flatten(out.get("eq", {}), "eq").items():
@@ -359,21 +364,39 @@ def _bargain_evaluation(cfg, solver, device: torch.device) -> dict:
     return bargain_report(solver.policies(), cfg.env, games_per_match, 20_000 + cfg.seed, device)
 
 
+def _openspiel_evaluation(cfg, solver, device: torch.device) -> dict:
+    """Exact NashConv (and exploitability) of the policy the solver says converges."""
+    from dgsolve.eval.openspiel_eq import nash_conv_of_table, policy_table
+
+    table = policy_table(str(cfg.env.game), solver.joint_policy(), device)
+    return nash_conv_of_table(str(cfg.env.game), table)
+
+
 #: evaluations that only some game families have, run every ``task.eval_every`` iterations and
-#: at the end; their results go to TensorBoard and the history under the family's name, and to
-#: ``summary.json`` as ``<family>``.
-GAME_EVALUATIONS = {"bargain": _bargain_evaluation}
+#: at the end; their results go to TensorBoard and the history (with the run's wall time) under
+#: the prefix given here. ``bargain`` also goes to ``summary.json`` as ``bargain``; OpenSpiel's
+#: final figures are the summary's ``eq`` section (:mod:`dgsolve.eval.equilibrium`).
+GAME_EVALUATIONS = {
+    "bargain": ("bargain", _bargain_evaluation),
+    "openspiel": ("eq", _openspiel_evaluation),
+}
+SUMMARY_SECTIONS = ("bargain",)
+#: families whose games are turn-based and are evaluated seat by seat: one tier only
+TURN_BASED = ("bargain", "openspiel")
 
 
-def log_game_evaluation(cfg, solver, art: RunArtifacts, device: torch.device) -> dict | None:
-    evaluate = GAME_EVALUATIONS.get(cfg.env.family)
-    if evaluate is None:
+def log_game_evaluation(
+    cfg, solver, art: RunArtifacts, device: torch.device, wall_time_s: float
+) -> dict | None:
+    entry = GAME_EVALUATIONS.get(cfg.env.family)
+    if entry is None:
         return None
+    prefix, evaluate = entry
     report = evaluate(cfg, solver, device)
-    values = flatten(report, cfg.env.family)
+    values = flatten(report, prefix)
     for tag, value in values.items():
         art.scalar(tag, value, solver.global_step)
-    art.history.add_evaluation(solver.global_step, values)
+    art.history.add_evaluation(solver.global_step, {**values, "wall_time_s": wall_time_s})
     return report
 
 
