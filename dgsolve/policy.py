@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Categorical, Normal
 
+from dgsolve.errors import CapabilityError
 from dgsolve.games.base import AgentSpec, TimeStep
 from dgsolve.hierarchy import Hierarchy
 from dgsolve.nets import ActorCritic
@@ -345,3 +346,56 @@ class LinearPolicy(ExactPolicy):
     def state(self) -> dict[str, Any]:
         K = self.K if self.horizon is not None else self.K[0]
         return {"kind": "linear", "gains": K.tolist(), "seen_dim": self.seen_dim}
+
+
+def _row_key(row: np.ndarray) -> bytes:
+    # + 0.0 turns -0.0 into 0.0, which compares equal but has other bytes
+    return (np.ascontiguousarray(row, dtype=np.float32) + np.float32(0)).tobytes()
+
+
+class InfoStateTablePolicy(ExactPolicy):
+    """One player's tabular policy over an OpenSpiel game's information states, looked up by the
+    ``information_state_tensor`` the player observes.
+
+    ``probs [N, num_actions]`` (float64, kept as given) belongs to the information states
+    ``keys``, whose tensors are ``tensor [N, obs_dim]``. An observation that is none of them (a
+    waiting player's) plays uniformly over its legal actions.
+    """
+
+    def __init__(
+        self,
+        keys: list[str] | tuple[str, ...],
+        tensor: np.ndarray,
+        probs: np.ndarray,
+        device: torch.device | str = "cpu",
+    ):
+        self.keys = tuple(keys)
+        self.obs_dim = tensor.shape[1] if tensor.ndim == 2 else 0
+        self._index: dict[bytes, int] = {}
+        for i, row in enumerate(tensor):
+            first = self._index.setdefault(_row_key(row), i)
+            if first != i:
+                raise CapabilityError(
+                    f"information states {self.keys[first]!r} and {self.keys[i]!r} have the same "
+                    "information_state_tensor; a policy of the tensor cannot tell them apart"
+                )
+        probs = torch.as_tensor(np.asarray(probs), dtype=torch.float64)
+        unknown = torch.ones(1, probs.shape[1], dtype=torch.float64)
+        self._probs = torch.cat([probs, unknown]).to(device)  # last row: not an info state
+
+    def distribution(self, obs: torch.Tensor, legal: torch.Tensor | None = None) -> Categorical:
+        flat = obs.reshape(-1, obs.shape[-1])[:, : self.obs_dim].detach().cpu().numpy()
+        index = [self._index.get(_row_key(row), len(self.keys)) for row in flat]
+        rows = self._probs[torch.tensor(index, device=self._probs.device)]
+        rows = rows.reshape(*obs.shape[:-1], -1)
+        if legal is not None:
+            masked = rows * legal.to(rows.device)
+            rows = torch.where(masked.sum(-1, keepdim=True) > 0, masked, torch.ones_like(rows))
+        return Categorical(probs=rows, validate_args=False)
+
+    def table(self) -> dict[str, list[float]]:
+        """``{information state: probabilities}`` of this player."""
+        return dict(zip(self.keys, self._probs[:-1].cpu().tolist(), strict=True))
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": "info_state_table", "policy": self.table()}

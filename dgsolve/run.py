@@ -22,7 +22,8 @@ from dgsolve.validation import validate
 
 __all__ = ["run", "load_policies", "load_run_config", "resolve_device", "SignalGuard"]
 
-#: options a ``resume=`` may change: evaluation and logging, and a larger training budget
+#: options a ``resume=`` may change: evaluation and logging, the hardware (networks, optimisers
+#: and game states are moved to it), and a larger training budget
 SAFE_ON_RESUME = (
     "task.eval_episodes",
     "task.eval_every",
@@ -32,6 +33,8 @@ SAFE_ON_RESUME = (
     "task.progress",
     "task.render",
     "algo.total_timesteps",
+    "hardware",
+    "hardware.device",
     "hardware.threads",
 )
 

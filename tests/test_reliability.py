@@ -192,8 +192,8 @@ def test_a_signal_during_evaluation_leaves_a_summary_that_says_so(make_cfg, tmp_
 
 
 def test_resume_accepts_safe_overrides_and_refuses_the_rest(make_cfg, trained, tmp_path):
-    again = make_cfg([f"resume={trained}", "task.eval_episodes=6"])
-    summary = run(again, tmp_path / "x", overrides=[f"resume={trained}", "task.eval_episodes=6"])
+    safe = [f"resume={trained}", "task.eval_episodes=6", "hardware=cpu"]
+    summary = run(make_cfg(safe), tmp_path / "x", overrides=safe)
     assert summary["eval_episodes"] == 6 and summary["status"] == "completed"
     bad = make_cfg([f"resume={trained}", "algo.lr=0.5"])
     with pytest.raises(ConfigError, match="'algo.lr=0.5' cannot change on resume"):

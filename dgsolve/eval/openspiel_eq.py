@@ -29,8 +29,8 @@ figure with OpenSpiel alone::
     print(exploitability.nash_conv(game, tabular))
 
 Player ``p`` is the agent ``player_p`` (:mod:`dgsolve.games.openspiel`).
-:class:`InfoStateTablePolicy` goes the other way: a table (a CFR average policy, a
-``policy_table.json``) played as a dgsolve policy.
+:func:`player_policy` goes the other way: a table (a CFR average policy, a
+``policy_table.json``) played as a dgsolve policy (:class:`~dgsolve.policy.InfoStateTablePolicy`).
 """
 
 from __future__ import annotations
@@ -44,13 +44,12 @@ from typing import Any
 import numpy as np
 import pyspiel
 import torch
-from torch.distributions import Categorical
 
 from dgsolve.artifacts import atomic_write_json
 from dgsolve.errors import CapabilityError
 from dgsolve.games.openspiel import load_game
 from dgsolve.hierarchy import Hierarchy
-from dgsolve.policy import ExactPolicy
+from dgsolve.policy import InfoStateTablePolicy
 
 #: the most histories (tree nodes) :func:`information_states` walks before it gives up: exact
 #: best responses are for small games (Kuhn poker has 58, Leduc poker about 9,500).
@@ -294,66 +293,12 @@ def openspiel_report(
     return {"game": load_string, **nash_conv_of_table(load_string, table)}
 
 
-# --------------------------------------------------------------------------- table -> policy
-def _row_key(row: np.ndarray) -> bytes:
-    # + 0.0 turns -0.0 into 0.0, which compares equal but has other bytes
-    return (np.ascontiguousarray(row, dtype=np.float32) + np.float32(0)).tobytes()
-
-
-class InfoStateTablePolicy(ExactPolicy):
-    """One player's tabular policy over an OpenSpiel game's information states, looked up by the
-    ``information_state_tensor`` the player observes.
-
-    ``probs [N, num_actions]`` (float64, kept as given) belongs to the information states
-    ``keys``, whose tensors are ``tensor [N, obs_dim]``. An observation that is none of them (a
-    waiting player's) plays uniformly over its legal actions.
-    """
-
-    def __init__(
-        self,
-        keys: list[str] | tuple[str, ...],
-        tensor: np.ndarray,
-        probs: np.ndarray,
-        device: torch.device | str = "cpu",
-    ):
-        self.keys = tuple(keys)
-        self.obs_dim = tensor.shape[1] if tensor.ndim == 2 else 0
-        self._index: dict[bytes, int] = {}
-        for i, row in enumerate(tensor):
-            first = self._index.setdefault(_row_key(row), i)
-            if first != i:
-                raise CapabilityError(
-                    f"information states {self.keys[first]!r} and {self.keys[i]!r} have the same "
-                    "information_state_tensor; a policy of the tensor cannot tell them apart"
-                )
-        probs = torch.as_tensor(np.asarray(probs), dtype=torch.float64)
-        unknown = torch.ones(1, probs.shape[1], dtype=torch.float64)
-        self._probs = torch.cat([probs, unknown]).to(device)  # last row: not an info state
-
-    @classmethod
-    def for_player(
-        cls, load_string: str, table: dict[str, list[float]], player: int, device="cpu"
-    ) -> InfoStateTablePolicy:
-        """``player``'s part of a policy table of the game ``load_string``."""
-        info = information_states(load_string)
-        index = info.of_player(player)
-        keys = [info.keys[i] for i in index]
-        probs = np.asarray([table[k] for k in keys], np.float64).reshape(len(keys), -1)
-        return cls(keys, info.tensor[index], probs, device)
-
-    def distribution(self, obs: torch.Tensor, legal: torch.Tensor | None = None) -> Categorical:
-        flat = obs.reshape(-1, obs.shape[-1])[:, : self.obs_dim].detach().cpu().numpy()
-        index = [self._index.get(_row_key(row), len(self.keys)) for row in flat]
-        rows = self._probs[torch.tensor(index, device=self._probs.device)]
-        rows = rows.reshape(*obs.shape[:-1], -1)
-        if legal is not None:
-            masked = rows * legal.to(rows.device)
-            rows = torch.where(masked.sum(-1, keepdim=True) > 0, masked, torch.ones_like(rows))
-        return Categorical(probs=rows, validate_args=False)
-
-    def table(self) -> dict[str, list[float]]:
-        """``{information state: probabilities}`` of this player."""
-        return dict(zip(self.keys, self._probs[:-1].cpu().tolist(), strict=True))
-
-    def state(self) -> dict[str, Any]:
-        return {"kind": "info_state_table", "policy": self.table()}
+def player_policy(
+    load_string: str, table: dict[str, list[float]], player: int, device="cpu"
+) -> InfoStateTablePolicy:
+    """``player``'s part of a policy table of the game ``load_string``, as a playable policy."""
+    info = information_states(load_string)
+    index = info.of_player(player)
+    keys = [info.keys[i] for i in index]
+    probs = np.asarray([table[k] for k in keys], np.float64).reshape(len(keys), -1)
+    return InfoStateTablePolicy(keys, info.tensor[index], probs, device)

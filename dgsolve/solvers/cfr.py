@@ -40,14 +40,14 @@ from open_spiel.python.algorithms import cfr
 
 from dgsolve.errors import CapabilityError, ConfigError, RunDirError
 from dgsolve.eval.openspiel_eq import (
-    InfoStateTablePolicy,
     agent_name,
     information_states,
     nash_conv_of_table,
+    player_policy,
 )
 from dgsolve.games.base import Game
 from dgsolve.hierarchy import Hierarchy
-from dgsolve.policy import JointPolicy
+from dgsolve.policy import InfoStateTablePolicy, JointPolicy
 
 
 class _ResumableCFRPlus(cfr.CFRPlusSolver):
@@ -183,7 +183,7 @@ class CFRSolver:
         if self._policies is None:
             table, ls = self.table(), self.load_string
             self._policies = {
-                agent_name(p): InfoStateTablePolicy.for_player(ls, table, p, self.device)
+                agent_name(p): player_policy(ls, table, p, self.device)
                 for p in range(self._info.num_players)
             }
         return dict(self._policies)

@@ -74,7 +74,7 @@ def cfr_plus_joint(load_string: str, iterations: int) -> tuple[JointPolicy, floa
     players = {f"player_{p}": p for p in range(info.num_players)}
     joint = joint_of(
         load_string,
-        lambda a, spec: oq.InfoStateTablePolicy.for_player(load_string, table, players[a]),
+        lambda a, spec: oq.player_policy(load_string, table, players[a]),
     )
     return joint, pyspiel.nash_conv(game, solver.average_policy())
 
@@ -224,7 +224,7 @@ def test_a_policy_undefined_somewhere_is_an_error_not_a_number():
 def test_table_policy_plays_uniformly_where_it_has_no_row():
     info = oq.information_states("kuhn_poker")
     table = {k: [0.0, 1.0] for k in info.keys}
-    policy = oq.InfoStateTablePolicy.for_player("kuhn_poker", table, 0)
+    policy = oq.player_policy("kuhn_poker", table, 0)
     obs = torch.from_numpy(np.stack([info.tensor[info.of_player(0)[0]], np.full(11, 7.0)]))
     probs = policy.distribution(obs.float(), torch.ones(2, 2, dtype=torch.bool)).probs
     assert probs.tolist() == [[0.0, 1.0], [0.5, 0.5]]
