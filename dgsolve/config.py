@@ -246,6 +246,39 @@ class CFRConfig(AlgoConfig):
     iterations_per_step: int = 50
 
 
+@dataclass
+class DeepCFRConfig(AlgoConfig):
+    name: str = "deep_cfr"
+    solver: str = "deep_cfr"
+    iterations: int = 100
+    traversals: int = 1000
+    advantage_steps: int = 200
+    policy_steps: int = 2000
+    batch_size: int = 512
+    memory_size: int = 1_000_000
+    lr: float = 1e-3
+    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
+
+
+@dataclass
+class NFSPConfig(AlgoConfig):
+    name: str = "nfsp"
+    solver: str = "nfsp"
+    total_timesteps: int = 40_000
+    steps_per_iteration: int = 10_000
+    anticipatory: float = 0.1
+    hidden_sizes: list[int] = field(default_factory=lambda: [64])
+    replay_size: int = 200_000
+    reservoir_size: int = 2_000_000
+    batch_size: int = 128
+    rl_lr: float = 0.001
+    sl_lr: float = 0.001
+    train_every: int = 64
+    target_update: int = 300
+    epsilon_start: float = 0.06
+    epsilon_end: float = 0.001
+
+
 # --------------------------------------------------------------------------- root
 @dataclass
 class DGSolveConfig:
@@ -272,7 +305,13 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "bargain": BargainEnvConfig,
         "openspiel": OpenSpielEnvConfig,
     },
-    "algo": {"ppo": PPOConfig, "exact": ExactConfig, "cfr": CFRConfig},
+    "algo": {
+        "ppo": PPOConfig,
+        "exact": ExactConfig,
+        "cfr": CFRConfig,
+        "deep_cfr": DeepCFRConfig,
+        "nfsp": NFSPConfig,
+    },
     "hierarchy": {"hierarchy": HierarchyConfig},
     "hardware": {"hardware": HardwareConfig},
     "task": {"train": TrainTaskConfig, "crossplay": CrossplayTaskConfig},

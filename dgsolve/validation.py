@@ -202,6 +202,23 @@ RULES: dict[str, Rule] = {
     # algo: cfr
     "algo.iterations": COUNT,
     "algo.iterations_per_step": COUNT,
+    # algo: deep_cfr (iterations, lr and hidden_sizes as above)
+    "algo.traversals": COUNT,
+    "algo.advantage_steps": COUNT,
+    "algo.policy_steps": COUNT,
+    "algo.batch_size": COUNT,
+    "algo.memory_size": COUNT,
+    # algo: nfsp (total_timesteps, hidden_sizes and batch_size as above)
+    "algo.steps_per_iteration": COUNT,
+    "algo.anticipatory": PROBABILITY,
+    "algo.replay_size": COUNT,
+    "algo.reservoir_size": COUNT,
+    "algo.rl_lr": Real(low=0, high=1, low_open=True),  # Adam, as algo.lr
+    "algo.sl_lr": Real(low=0, high=1, low_open=True),
+    "algo.train_every": COUNT,
+    "algo.target_update": COUNT,
+    "algo.epsilon_start": PROBABILITY,
+    "algo.epsilon_end": PROBABILITY,
     # task: train
     "task.eval_episodes": COUNT,
     "task.eval_every": Int(min=0),  # 0 = at the end only

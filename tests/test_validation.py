@@ -241,6 +241,23 @@ BAD = [(("env=simple_adversary",), value, shown) for value, shown in MEASURED] +
     # algo: cfr
     (("algo=cfr",), "algo.iterations=0", "algo.iterations=0"),
     (("algo=cfr",), "algo.iterations_per_step=-5", "algo.iterations_per_step=-5"),
+    # algo: deep_cfr
+    (("algo=deep_cfr",), "algo.traversals=0", "algo.traversals=0"),
+    (("algo=deep_cfr",), "algo.advantage_steps=0", "algo.advantage_steps=0"),
+    (("algo=deep_cfr",), "algo.policy_steps=-1", "algo.policy_steps=-1"),
+    (("algo=deep_cfr",), "algo.batch_size=0", "algo.batch_size=0"),
+    (("algo=deep_cfr",), "algo.memory_size=0", "algo.memory_size=0"),
+    # algo: nfsp
+    (("algo=nfsp",), "algo.steps_per_iteration=0", "algo.steps_per_iteration=0"),
+    (("algo=nfsp",), "algo.anticipatory=1.5", "algo.anticipatory=1.5"),
+    (("algo=nfsp",), "algo.replay_size=0", "algo.replay_size=0"),
+    (("algo=nfsp",), "algo.reservoir_size=-1", "algo.reservoir_size=-1"),
+    (("algo=nfsp",), "algo.rl_lr=0", "algo.rl_lr=0.0"),
+    (("algo=nfsp",), "algo.sl_lr=nan", "algo.sl_lr=nan"),
+    (("algo=nfsp",), "algo.train_every=0", "algo.train_every=0"),
+    (("algo=nfsp",), "algo.target_update=0", "algo.target_update=0"),
+    (("algo=nfsp",), "algo.epsilon_start=-0.1", "algo.epsilon_start=-0.1"),
+    (("algo=nfsp",), "algo.epsilon_end=2", "algo.epsilon_end=2.0"),
     # through the game's ppo section: list elements are not type-checked on interpolation
     (BARGAIN_PPO, "env.ppo.hidden_sizes=[true]", "algo.hidden_sizes=[true]"),
     (BARGAIN_PPO, "env.ppo.hidden_sizes=5", "algo.hidden_sizes=5"),

@@ -45,7 +45,25 @@ def _cfr(cfg, game: Game, hierarchy: Hierarchy, device: torch.device, seed: int)
     return CFRSolver(cfg, game, hierarchy, device, seed)
 
 
-SOLVERS: dict[str, Callable] = {"ppo": _ppo, "exact": _exact, "cfr": _cfr}
+def _deep_cfr(cfg, game: Game, hierarchy: Hierarchy, device: torch.device, seed: int):
+    from dgsolve.solvers.deep_cfr import DeepCFRSolver  # the game brings pyspiel
+
+    return DeepCFRSolver(cfg, game, hierarchy, device, seed)
+
+
+def _nfsp(cfg, game: Game, hierarchy: Hierarchy, device: torch.device, seed: int):
+    from dgsolve.solvers.nfsp import NFSPSolver
+
+    return NFSPSolver(cfg, game, hierarchy, device, seed)
+
+
+SOLVERS: dict[str, Callable] = {
+    "ppo": _ppo,
+    "exact": _exact,
+    "cfr": _cfr,
+    "deep_cfr": _deep_cfr,
+    "nfsp": _nfsp,
+}
 
 
 def make(algo_cfg, game: Game, hierarchy: Hierarchy, device: torch.device, seed: int):

@@ -1,0 +1,526 @@
+"""Deep CFR on OpenSpiel games (``algo=deep_cfr``): CFR with networks in place of tables.
+
+Brown, Lerer, Gross & Sandholm, "Deep Counterfactual Regret Minimization", ICML 2019. Each
+iteration ``t`` and each player ``p`` in turn:
+
+1. ``algo.traversals`` external-sampling traversals of the game tree for ``p``: at ``p``'s nodes
+   every legal action is explored, at the other players' nodes one action is drawn from their
+   current strategy, at chance nodes one outcome; every player plays regret matching on its
+   advantage network, ``σ(I, a) ∝ max(V(I, a), 0)``, and where no predicted advantage is positive
+   the action of highest advantage with probability 1 (the paper's choice, Section 4).
+2. At each of ``p``'s nodes the sampled instantaneous regrets ``r(I, a) = ṽ(I, a) − ṽ(I)`` go into
+   ``p``'s reservoir advantage memory with the weight ``t``; at each node of another player ``q``
+   its strategy ``σ(I)`` goes into ``q``'s reservoir strategy memory with the weight ``t``.
+3. ``p``'s advantage network is retrained *from scratch* (fresh weights, as in the paper) for
+   ``algo.advantage_steps`` minibatches on the whole memory, loss ``Σ t · ‖V(I) − r(I)‖²`` over
+   the legal actions, divided by ``Σ t`` (linear CFR: iteration ``t`` weighs ``t``).
+
+Every network is fitted with Adam at ``algo.lr`` decayed linearly to 0 over its fit (the paper
+keeps the rate fixed; the decay makes the fitted network less dependent on its last batches).
+
+The average strategy, which converges to a Nash equilibrium in two-player zero-sum games, is a
+per-player strategy network trained for ``algo.policy_steps`` minibatches on the strategy memory
+(weighted cross-entropy to the stored strategies, again weighted by ``t``; its minimiser is the
+same ``t``-weighted average the paper's squared error has). It is trained whenever the policies
+are asked for after new iterations (each ``task.eval_every`` evaluation and the end), from
+scratch with a generator seeded by the iteration, so when it is trained never changes the run.
+
+Sampling: external sampling, as in the paper. Its traverser nodes branch on every action, which
+suits poker-sized games (Kuhn, Leduc); the bargaining game has 82 actions per decision, where
+outcome sampling or sampling a subset of the traverser's actions would be needed (a later step;
+this solver refuses games that are not OpenSpiel games).
+
+Batched traversals: the ``algo.traversals`` traversals of one player advance together, one
+tree level at a time; every decision node of the level is evaluated in one forward pass of its
+player's advantage network, and the sampled values are backed up level by level afterwards. The
+game's states are OpenSpiel states, stepped one by one in Python.
+
+``global_step`` counts Deep CFR iterations (no environment steps are taken).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Categorical
+
+from dgsolve.errors import CapabilityError, ConfigError, RunDirError
+from dgsolve.games.base import Game
+from dgsolve.hierarchy import Hierarchy
+from dgsolve.nets import masked_logits
+from dgsolve.policy import JointPolicy, NetPolicy
+
+#: seeds the strategy network's training at iteration ``t``: ``seed * STRATEGY_SEED + t``
+STRATEGY_SEED = 1_000_003
+
+
+# --------------------------------------------------------------------------- regret matching
+def regret_matching(advantages: torch.Tensor, legal: torch.Tensor) -> torch.Tensor:
+    """``[B, A]`` strategies from predicted advantages ``[B, A]`` over ``legal [B, A]`` (bool):
+    the positive part normalised, or all mass on the legal action of highest advantage where
+    none is positive (Brown et al. 2019, Section 4)."""
+    positive = advantages.clamp(min=0) * legal
+    total = positive.sum(-1, keepdim=True)
+    best = masked_logits(advantages, legal).argmax(-1)
+    greedy = torch.nn.functional.one_hot(best, advantages.shape[-1]).to(advantages.dtype)
+    return torch.where(total > 0, positive / total.clamp(min=1e-30), greedy)
+
+
+# --------------------------------------------------------------------------- networks
+def relu_mlp(in_dim: int, hidden_sizes: Sequence[int], out_dim: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    width = in_dim
+    for h in hidden_sizes:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    layers.append(nn.Linear(width, out_dim))
+    return nn.Sequential(*layers)
+
+
+class StrategyNet(nn.Module):
+    """The average strategy: information-state tensor → action logits, with the ``distribution``
+    / ``sample`` / ``greedy`` surface :class:`~dgsolve.policy.NetPolicy` plays."""
+
+    def __init__(self, obs_dim: int, num_actions: int, hidden_sizes: Sequence[int]):
+        super().__init__()
+        self.body = relu_mlp(obs_dim, hidden_sizes, num_actions)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.body(obs)
+
+    def distribution(self, obs: torch.Tensor, legal: torch.Tensor | None = None) -> Categorical:
+        return Categorical(logits=masked_logits(self(obs), legal), validate_args=False)
+
+    def sample(
+        self, obs: torch.Tensor, legal: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        dist = self.distribution(obs, legal)
+        action = dist.sample()
+        return action, dist.log_prob(action)
+
+    def greedy(self, obs: torch.Tensor, legal: torch.Tensor | None = None) -> torch.Tensor:
+        return masked_logits(self(obs), legal).argmax(-1)
+
+
+# --------------------------------------------------------------------------- reservoir memory
+class Reservoir:
+    """A uniform sample of at most ``capacity`` of all rows ever added (Vitter's reservoir
+    sampling, algorithm R): ``x [N, obs_dim]``, ``legal [N, A]``, ``target [N, A]``,
+    ``weight [N]`` (the iteration that added the row)."""
+
+    def __init__(self, capacity: int, obs_dim: int, num_actions: int):
+        self.capacity = capacity
+        self.seen = 0
+        self.x = torch.zeros(0, obs_dim)
+        self.legal = torch.zeros(0, num_actions, dtype=torch.bool)
+        self.target = torch.zeros(0, num_actions)
+        self.weight = torch.zeros(0)
+
+    def __len__(self) -> int:
+        return len(self.weight)
+
+    def add(self, x, legal, target, weight: float, generator: torch.Generator) -> None:
+        k = len(x)
+        if k == 0:
+            return
+        weights = torch.full((k,), float(weight))
+        rows = (x, legal, target, weights)
+        room = max(0, min(k, self.capacity - len(self)))
+        if room:
+            self._append(*(r[:room] for r in rows))
+        if room < k:
+            # row n (0-based count of rows seen) replaces slot j ~ U{0..n} where j < capacity
+            n = self.seen + torch.arange(room, k, dtype=torch.float64)
+            j = (torch.rand(k - room, generator=generator, dtype=torch.float64) * (n + 1)).long()
+            keep = j < self.capacity
+            # a slot drawn twice keeps the later row, as adding one row at a time would
+            latest = torch.full((self.capacity,), -1, dtype=torch.long)
+            latest.scatter_reduce_(0, j[keep], torch.arange(room, k)[keep], "amax")
+            slots = torch.nonzero(latest >= 0).squeeze(-1)
+            for store, r in zip(self._stores(), rows, strict=True):
+                store[slots] = r[latest[slots]].to(store.dtype)
+        self.seen += k
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        index = torch.randint(len(self), (batch_size,), generator=generator)
+        return self.x[index], self.legal[index], self.target[index], self.weight[index]
+
+    def _stores(self) -> tuple[torch.Tensor, ...]:
+        return self.x, self.legal, self.target, self.weight
+
+    def _append(self, x, legal, target, weight) -> None:
+        self.x = torch.cat([self.x, x.to(self.x.dtype)])
+        self.legal = torch.cat([self.legal, legal.to(torch.bool)])
+        self.target = torch.cat([self.target, target.to(self.target.dtype)])
+        self.weight = torch.cat([self.weight, weight])
+
+    def state_dict(self) -> dict:
+        return {
+            "seen": self.seen,
+            "x": self.x.clone(),
+            "legal": self.legal.clone(),
+            "target": self.target.clone(),
+            "weight": self.weight.clone(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seen = int(state["seen"])
+        self.x, self.legal = state["x"].clone(), state["legal"].clone()
+        self.target, self.weight = state["target"].clone(), state["weight"].clone()
+
+
+# --------------------------------------------------------------------------- traversal
+@dataclass
+class Traversals:
+    """What external-sampling traversals for one player produced.
+
+    ``regret_x [N, obs_dim]``, ``regret_legal [N, A]``, ``regret [N, A]`` (0 on illegal actions):
+    the traverser's sampled instantaneous regrets, one row per traverser node visited;
+    ``strategy_x``, ``strategy_legal``, ``strategy [M, A]`` and ``strategy_player [M]``: the other
+    players' strategies where they acted; ``root_value [K]``: each traversal's sampled value."""
+
+    regret_x: torch.Tensor
+    regret_legal: torch.Tensor
+    regret: torch.Tensor
+    strategy_x: torch.Tensor
+    strategy_legal: torch.Tensor
+    strategy: torch.Tensor
+    strategy_player: torch.Tensor
+    root_value: torch.Tensor
+
+
+StrategyFn = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def external_sampling(
+    os_game, player: int, num: int, strategy: StrategyFn, generator: torch.Generator
+) -> Traversals:
+    """``num`` external-sampling traversals for ``player`` from the root of ``os_game``, advanced
+    together one tree level at a time. ``strategy(q, x [B, obs_dim], legal [B, A]) -> [B, A]`` is
+    player ``q``'s current strategy, asked once per level for all of ``q``'s nodes there."""
+    num_actions = os_game.num_distinct_actions()
+    values: list[float] = [0.0] * num  # one slot per value to back up; the roots first
+    frontier = [(os_game.new_initial_state(), slot) for slot in range(num)]
+    traverser_nodes: list[tuple[int, list[int], list[int]]] = []  # slot, child slots, actions
+    regret_x, regret_legal, sigmas = [], [], []
+    others: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]] = []
+    while frontier:
+        _resolve_chance([s for s, _ in frontier], generator)
+        decisions = []
+        for state, slot in frontier:
+            if state.is_terminal():
+                values[slot] = state.returns()[player]
+            else:
+                decisions.append((state, slot))
+        frontier = []
+        by_player: dict[int, list[tuple[Any, int]]] = {}
+        for state, slot in decisions:
+            by_player.setdefault(state.current_player(), []).append((state, slot))
+        for q, nodes in sorted(by_player.items()):
+            x = torch.tensor(
+                np.array([s.information_state_tensor(q) for s, _ in nodes]), dtype=torch.float32
+            )
+            legal = torch.tensor(np.array([s.legal_actions_mask(q) for s, _ in nodes]), dtype=bool)
+            sigma = strategy(q, x, legal).to("cpu", torch.float32) * legal
+            if q == player:
+                regret_x.append(x)
+                regret_legal.append(legal)
+                sigmas.append(sigma)
+                for state, slot in nodes:
+                    actions = state.legal_actions()
+                    children = list(range(len(values), len(values) + len(actions)))
+                    values.extend([0.0] * len(actions))
+                    traverser_nodes.append((slot, children, actions))
+                    frontier.extend(
+                        (state.child(a), c) for a, c in zip(actions, children, strict=True)
+                    )
+            else:
+                others.append((x, legal, sigma, q))
+                drawn = torch.multinomial(sigma, 1, generator=generator).squeeze(-1).tolist()
+                for (state, slot), a in zip(nodes, drawn, strict=True):
+                    state.apply_action(a)  # this node's value is its sampled child's
+                    frontier.append((state, slot))
+    # back up: children were created after their parents, so walk the traverser nodes backwards
+    sigma_all = torch.cat(sigmas) if sigmas else torch.zeros(0, num_actions)
+    regret = torch.zeros(len(traverser_nodes), num_actions, dtype=torch.float64)
+    for n in range(len(traverser_nodes) - 1, -1, -1):
+        slot, children, actions = traverser_nodes[n]
+        child_values = torch.tensor([values[c] for c in children], dtype=torch.float64)
+        probs = sigma_all[n, actions].to(torch.float64)
+        value = float(probs @ child_values)
+        values[slot] = value
+        regret[n, actions] = child_values - value
+    width = os_game.information_state_tensor_size()
+    empty_x = torch.zeros(0, width)
+    empty_a = torch.zeros(0, num_actions)
+    return Traversals(
+        regret_x=torch.cat(regret_x) if regret_x else empty_x,
+        regret_legal=torch.cat(regret_legal) if regret_legal else empty_a.bool(),
+        regret=regret.to(torch.float32),
+        strategy_x=torch.cat([o[0] for o in others]) if others else empty_x,
+        strategy_legal=torch.cat([o[1] for o in others]) if others else empty_a.bool(),
+        strategy=torch.cat([o[2] for o in others]) if others else empty_a,
+        strategy_player=torch.tensor(
+            [o[3] for o in others for _ in range(len(o[0]))], dtype=torch.long
+        ),
+        root_value=torch.tensor(values[:num], dtype=torch.float64),
+    )
+
+
+def _resolve_chance(states: list, generator: torch.Generator) -> None:
+    """Apply sampled chance outcomes in place until no state is at a chance node."""
+    pending = [s for s in states if s.is_chance_node()]
+    while pending:
+        draws = torch.rand(len(pending), generator=generator, dtype=torch.float64).tolist()
+        for state, u in zip(pending, draws, strict=True):
+            outcomes = state.chance_outcomes()
+            chosen = outcomes[-1][0]  # where rounding leaves u above the probabilities' sum
+            for action, prob in outcomes:
+                if u < prob:
+                    chosen = action
+                    break
+                u -= prob
+            state.apply_action(chosen)
+        pending = [s for s in pending if s.is_chance_node()]
+
+
+def _annealed_adam(net: nn.Module, lr: float, steps: int):
+    """Adam at ``lr``, decayed linearly to 0 over ``steps``: the fit ends on small steps, so the
+    network it leaves is not one noisy minibatch away from the memory's minimiser."""
+    optimiser = torch.optim.Adam(net.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda i: 1 - i / steps)
+    return optimiser, schedule
+
+
+# --------------------------------------------------------------------------- the solver
+class DeepCFRSolver:
+    """``algo=deep_cfr``: one Deep CFR iteration (both players, in turn) per ``step()``,
+    ``cfg.iterations`` in all; the policies play the average-strategy networks."""
+
+    def __init__(self, cfg, game: Game, hierarchy: Hierarchy, device: torch.device, seed: int):
+        family = getattr(getattr(game, "cfg", None), "family", None)
+        if family != "openspiel" or not hasattr(game, "os_game"):
+            raise CapabilityError(
+                f"algo=deep_cfr traverses OpenSpiel game trees (env=openspiel "
+                f"env.game=kuhn_poker); {type(game).__name__} is not one"
+            )
+        if not hierarchy.is_simultaneous:
+            raise ConfigError(
+                "algo=deep_cfr solves the game in its own turn order; use hierarchy=simultaneous"
+            )
+        self.cfg, self.game, self.hierarchy, self.device = cfg, game, hierarchy, device
+        self.os_game = game.os_game
+        self.load_string = str(game.load_string)
+        self.agents = tuple(game.agents)
+        self.specs = {a: game.spec(a) for a in self.agents}
+        self.num_players = self.os_game.num_players()
+        self.num_actions = self.os_game.num_distinct_actions()
+        self.obs_dim = self.os_game.information_state_tensor_size()
+        self.hidden_sizes = [int(h) for h in cfg.hidden_sizes]
+        self.seed = int(seed)
+        self.num_iterations = int(cfg.iterations)
+        self.iteration = 0
+        self.global_step = 0  # Deep CFR iterations
+        self.generator = torch.Generator().manual_seed(self.seed)
+        size = int(cfg.memory_size)
+        self.advantage_nets = [self._new_advantage_net() for _ in range(self.num_players)]
+        self.advantage_memory = [
+            Reservoir(size, self.obs_dim, self.num_actions) for _ in range(self.num_players)
+        ]
+        self.strategy_memory = [
+            Reservoir(size, self.obs_dim, self.num_actions) for _ in range(self.num_players)
+        ]
+        self.strategy_nets = [self._new_strategy_net() for _ in range(self.num_players)]
+        self._strategy_iteration = 0  # the iteration the strategy networks were trained at
+        self._strategy_loss: list[float] = [math.nan] * self.num_players
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def done(self) -> bool:
+        return self.iteration >= self.num_iterations
+
+    def step(self) -> dict:
+        """One iteration ``t``: for each player, traversals, then its advantage network anew."""
+        t = self.iteration + 1
+        losses: dict[str, dict[str, float]] = {}
+        for p in range(self.num_players):
+            # ALGO LOGIC: external-sampling traversals with regret matching on every player
+            out = external_sampling(
+                self.os_game, p, int(self.cfg.traversals), self._current_strategy, self.generator
+            )
+            self.advantage_memory[p].add(
+                out.regret_x, out.regret_legal, out.regret, t, self.generator
+            )
+            for q in range(self.num_players):
+                mine = out.strategy_player == q
+                self.strategy_memory[q].add(
+                    out.strategy_x[mine],
+                    out.strategy_legal[mine],
+                    out.strategy[mine],
+                    t,
+                    self.generator,
+                )
+            # ALGO LOGIC: retrain p's advantage network from scratch on its memory (weight t)
+            self.advantage_nets[p] = self._new_advantage_net()
+            loss = self._fit_advantage(p)
+            losses[self.agents[p]] = {
+                "advantage_loss": loss,
+                "advantage_memory": float(len(self.advantage_memory[p])),
+                "root_value": float(out.root_value.mean()),
+            }
+        self.iteration = t
+        self.global_step = t
+        return {"episodes": [], "losses": losses}
+
+    def policies(self) -> dict[str, NetPolicy]:
+        """The average strategies, trained on the strategy memories if they changed."""
+        if self._strategy_iteration != self.iteration:
+            self._fit_strategies()
+        return {
+            a: NetPolicy(self.strategy_nets[p], self.specs[a]) for p, a in enumerate(self.agents)
+        }
+
+    def joint_policy(self) -> JointPolicy:
+        return JointPolicy(self.policies(), self.hierarchy, self.specs)
+
+    def summary(self) -> dict[str, Any]:
+        self.policies()
+        return {
+            "deep_cfr": {
+                "iterations": self.global_step,
+                "advantage_memory": {
+                    a: len(m) for a, m in zip(self.agents, self.advantage_memory, strict=True)
+                },
+                "strategy_memory": {
+                    a: len(m) for a, m in zip(self.agents, self.strategy_memory, strict=True)
+                },
+                "strategy_loss": dict(zip(self.agents, self._strategy_loss, strict=True)),
+            }
+        }
+
+    def state_dict(self) -> dict:
+        return {
+            "iteration": self.iteration,
+            "global_step": self.global_step,
+            "generator": self.generator.get_state(),
+            "advantage_nets": [net.state_dict() for net in self.advantage_nets],
+            "advantage_memory": [m.state_dict() for m in self.advantage_memory],
+            "strategy_memory": [m.state_dict() for m in self.strategy_memory],
+            "strategy_nets": [net.state_dict() for net in self.strategy_nets],
+            "strategy_iteration": self._strategy_iteration,
+            "strategy_loss": list(self._strategy_loss),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state["advantage_nets"]) != self.num_players:
+            raise RunDirError(
+                f"the Deep CFR state has {len(state['advantage_nets'])} players, not "
+                f"{self.num_players}; a checkpoint only resumes the run that wrote it"
+            )
+        for net, s in zip(self.advantage_nets, state["advantage_nets"], strict=True):
+            net.load_state_dict(s)
+        for net, s in zip(self.strategy_nets, state["strategy_nets"], strict=True):
+            net.load_state_dict(s)
+        for m, s in zip(self.advantage_memory, state["advantage_memory"], strict=True):
+            m.load_state_dict(s)
+        for m, s in zip(self.strategy_memory, state["strategy_memory"], strict=True):
+            m.load_state_dict(s)
+        self.generator.set_state(state["generator"])
+        self.iteration = int(state["iteration"])
+        self.global_step = int(state["global_step"])
+        self._strategy_iteration = int(state["strategy_iteration"])
+        self._strategy_loss = [float(x) for x in state["strategy_loss"]]
+
+    def policy_state(self) -> dict:
+        """What ``policy.pt`` holds: the strategy networks' weights."""
+        self.policies()
+        return {
+            "solver": "deep_cfr",
+            "game": self.load_string,
+            "iterations": self.global_step,
+            "hidden_sizes": list(self.hidden_sizes),
+            "strategy_nets": [net.state_dict() for net in self.strategy_nets],
+        }
+
+    def load_policy_state(self, state: dict) -> None:
+        """Play the strategy networks a ``policy.pt`` written by :meth:`policy_state` holds."""
+        if state.get("solver") != "deep_cfr" or state.get("game") != self.load_string:
+            raise RunDirError(
+                f"policy.pt was not written by algo=deep_cfr on {self.load_string}; rebuild the "
+                "run's policies with the algo and game it was trained with"
+            )
+        for net, s in zip(self.strategy_nets, state["strategy_nets"], strict=True):
+            net.load_state_dict(s)
+        self._strategy_iteration = self.iteration  # play them as they are
+
+    # ------------------------------------------------------------------ internals
+    def _new_advantage_net(self) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(2**62, (1,), generator=self.generator)))
+            net = relu_mlp(self.obs_dim, self.hidden_sizes, self.num_actions)
+        return net.to(self.device)
+
+    def _new_strategy_net(self, seed: int = 0) -> StrategyNet:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = StrategyNet(self.obs_dim, self.num_actions, self.hidden_sizes)
+        return net.to(self.device)
+
+    @torch.no_grad()
+    def _current_strategy(self, player: int, x: torch.Tensor, legal: torch.Tensor):
+        advantages = self.advantage_nets[player](x.to(self.device)).cpu()
+        return regret_matching(advantages, legal)
+
+    def _fit_advantage(self, player: int) -> float:
+        net, memory = self.advantage_nets[player], self.advantage_memory[player]
+        if len(memory) == 0:
+            return math.nan
+        steps = int(self.cfg.advantage_steps)
+        optimiser, schedule = _annealed_adam(net, float(self.cfg.lr), steps)
+        total = 0.0
+        for _ in range(steps):
+            x, legal, target, weight = (
+                b.to(self.device) for b in memory.sample(int(self.cfg.batch_size), self.generator)
+            )
+            error = ((net(x) - target) * legal).pow(2).sum(-1)
+            loss = (weight * error).sum() / weight.sum()
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            total += loss.item()
+        return total / steps
+
+    def _fit_strategies(self) -> None:
+        """Train every player's strategy network anew on its strategy memory, with a generator
+        of its own seeded by the iteration (the run's generator is not touched)."""
+        generator = torch.Generator().manual_seed(self.seed * STRATEGY_SEED + self.iteration)
+        for p in range(self.num_players):
+            seed = int(torch.randint(2**62, (1,), generator=generator))
+            net = self._new_strategy_net(seed)
+            memory = self.strategy_memory[p]
+            loss_sum, steps = 0.0, int(self.cfg.policy_steps)
+            if len(memory):
+                optimiser, schedule = _annealed_adam(net, float(self.cfg.lr), steps)
+                for _ in range(steps):
+                    x, legal, target, weight = (
+                        b.to(self.device)
+                        for b in memory.sample(int(self.cfg.batch_size), generator)
+                    )
+                    logp = torch.log_softmax(masked_logits(net(x), legal), dim=-1)
+                    cross_entropy = -(target * logp.masked_fill(~legal, 0.0)).sum(-1)
+                    loss = (weight * cross_entropy).sum() / weight.sum()
+                    optimiser.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimiser.step()
+                    schedule.step()
+                    loss_sum += loss.item()
+            self.strategy_nets[p] = net
+            self._strategy_loss[p] = loss_sum / steps if len(memory) else math.nan
+        self._strategy_iteration = self.iteration
