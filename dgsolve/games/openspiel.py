@@ -69,6 +69,19 @@ class OpenSpielConfig(CoercibleConfig):
             )
 
 
+def apply_chance(state, u: float) -> None:
+    """Apply the chance outcome of ``state`` that the uniform draw ``u`` in [0, 1) selects
+    (inverse transform over ``chance_outcomes()``)."""
+    outcomes = state.chance_outcomes()
+    chosen = outcomes[-1][0]  # where rounding leaves u above the probabilities' sum
+    for action, prob in outcomes:
+        if u < prob:
+            chosen = action
+            break
+        u -= prob
+    state.apply_action(chosen)
+
+
 @contextlib.contextmanager
 def _quiet_stderr():
     """Silence file descriptor 2: OpenSpiel's C++ code prints every error it raises there (an
@@ -269,15 +282,7 @@ class OpenSpielGame(Game):
 
     def _apply_chance(self, state) -> None:
         """Apply one chance outcome, drawn with the probabilities OpenSpiel gives."""
-        outcomes = state.chance_outcomes()
-        u = self._rng.random()
-        chosen = outcomes[-1][0]  # where rounding leaves u above the probabilities' sum
-        for action, prob in outcomes:
-            if u < prob:
-                chosen = action
-                break
-            u -= prob
-        state.apply_action(chosen)
+        apply_chance(state, self._rng.random())
 
     def _observation(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every copy's observations ``[n, B, obs_dim]``, legal rows ``[n, B, num_actions]``

@@ -52,6 +52,7 @@ from torch.distributions import Categorical
 
 from dgsolve.errors import CapabilityError, ConfigError, RunDirError
 from dgsolve.games.base import Game
+from dgsolve.games.openspiel import apply_chance
 from dgsolve.hierarchy import Hierarchy
 from dgsolve.nets import masked_logits
 from dgsolve.policy import JointPolicy, NetPolicy
@@ -279,14 +280,7 @@ def _resolve_chance(states: list, generator: torch.Generator) -> None:
     while pending:
         draws = torch.rand(len(pending), generator=generator, dtype=torch.float64).tolist()
         for state, u in zip(pending, draws, strict=True):
-            outcomes = state.chance_outcomes()
-            chosen = outcomes[-1][0]  # where rounding leaves u above the probabilities' sum
-            for action, prob in outcomes:
-                if u < prob:
-                    chosen = action
-                    break
-                u -= prob
-            state.apply_action(chosen)
+            apply_chance(state, u)
         pending = [s for s in pending if s.is_chance_node()]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
@@ -19,7 +18,7 @@ from dgsolve.eval.openspiel_eq import nash_conv_of_table, policy_table  # noqa: 
 from dgsolve.hierarchy import Hierarchy  # noqa: E402
 from dgsolve.run import run  # noqa: E402
 from dgsolve.rundir import load_policies  # noqa: E402
-from tests.conftest import compose_config  # noqa: E402
+from tests.conftest import compose_config, through_torch  # noqa: E402
 
 #: Kuhn poker's game value for the first player (Kuhn, "A simplified two-person poker", 1950;
 #: e.g. Hoehn et al., "Effective short-term opponent exploitation in simplified poker", AAAI 2005)
@@ -31,13 +30,6 @@ def make_solver(*overrides: str):
     game = games.make(cfg.env, "cpu")
     hierarchy = Hierarchy.for_game(cfg.hierarchy, game)
     return solvers.make(cfg.algo, game, hierarchy, torch.device("cpu"), cfg.seed)
-
-
-def through_torch(obj):
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
 
 
 def assert_tables_close(a: dict, b: dict, tol: float = 1e-12) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
@@ -22,7 +21,7 @@ from dgsolve.hierarchy import Hierarchy  # noqa: E402
 from dgsolve.run import run  # noqa: E402
 from dgsolve.rundir import load_policies  # noqa: E402
 from dgsolve.solvers.deep_cfr import Reservoir, external_sampling, regret_matching  # noqa: E402
-from tests.conftest import compose_config  # noqa: E402
+from tests.conftest import compose_config, through_torch  # noqa: E402
 
 #: NashConv of the uniform policy in Kuhn poker (OpenSpiel's exploitability tests: 11/12)
 UNIFORM_NASH_CONV = 11 / 12
@@ -46,13 +45,6 @@ def make_solver(*overrides: str, env: str = "openspiel"):
     game = games.make(cfg.env, "cpu")
     hierarchy = Hierarchy.for_game(cfg.hierarchy, game)
     return solvers.make(cfg.algo, game, hierarchy, torch.device("cpu"), cfg.seed)
-
-
-def through_torch(obj):
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
 
 
 # --------------------------------------------------------------------------- regret matching

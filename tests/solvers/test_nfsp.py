@@ -3,8 +3,6 @@ poker, exact resume, and a run end to end."""
 
 from __future__ import annotations
 
-import io
-
 import pytest
 import torch
 
@@ -16,7 +14,7 @@ from dgsolve.eval.openspiel_eq import nash_conv_of_table, policy_table  # noqa: 
 from dgsolve.hierarchy import Hierarchy  # noqa: E402
 from dgsolve.run import run  # noqa: E402
 from dgsolve.solvers.nfsp import ReplayBuffer, ReservoirBuffer  # noqa: E402
-from tests.conftest import compose_config  # noqa: E402
+from tests.conftest import compose_config, through_torch  # noqa: E402
 
 #: NashConv of the uniform policy in Kuhn poker (OpenSpiel's exploitability_test.py: 11/12)
 UNIFORM_NASH_CONV = 11 / 12
@@ -37,13 +35,6 @@ def make_solver(*overrides: str, env: str = "openspiel"):
     game = games.make(cfg.env, "cpu")
     hierarchy = Hierarchy.for_game(cfg.hierarchy, game)
     return solvers.make(cfg.algo, game, hierarchy, torch.device("cpu"), cfg.seed)
-
-
-def through_torch(obj):
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
 
 
 def nash_conv(solver) -> float:
