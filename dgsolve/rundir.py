@@ -110,11 +110,11 @@ def load_checkpoint(path: Path, identity: dict) -> dict:
     return state
 
 
-def restore(target, state: Any, path: Path, what: str) -> None:
-    """``target.<load>(state)`` where a mismatch (shapes, keys) becomes one line naming ``path``."""
+def restore(load, state: Any, path: Path) -> None:
+    """``load(state)`` (a ``load_state_dict``), where a mismatch (shapes, keys) becomes one line
+    naming ``path``."""
     try:
-        what_load = target.load_state_dict if what == "checkpoint" else target.load_policy_state
-        what_load(state)
+        load(state)
     except DGSolveError:
         raise
     except Exception as err:
@@ -138,7 +138,7 @@ def load_policies(run_dir: Path | str, device: torch.device | str = "cpu", num_e
         hierarchy = Hierarchy.for_game(cfg.hierarchy, game)
         solver = solvers.make(cfg.algo, game, hierarchy, device, cfg.seed)
         state = load_tensors(policy_path, "policy", map_location=device)
-        restore(solver, state, policy_path, "policy")
+        restore(solver.load_policy_state, state, policy_path)
     finally:
         game.close()
     return solver.joint_policy(), cfg

@@ -69,6 +69,22 @@ class OpenSpielConfig(CoercibleConfig):
             )
 
 
+def require_tree_game(game, hierarchy, algo: str, why: str) -> None:
+    """Refuse, in one line, a solver that needs an OpenSpiel game's tree on another game
+    (:class:`CapabilityError`) or in tiers (:class:`ConfigError`); ``why`` says what it does."""
+    from dgsolve.errors import CapabilityError
+
+    if not isinstance(game, OpenSpielGame):
+        raise CapabilityError(
+            f"algo={algo} {why} (env=openspiel env.game=kuhn_poker); {type(game).__name__} is "
+            "not one"
+        )
+    if not hierarchy.is_simultaneous:
+        raise ConfigError(
+            f"algo={algo} solves the game in its own turn order; use hierarchy=simultaneous"
+        )
+
+
 def apply_chance(state, u: float) -> None:
     """Apply the chance outcome of ``state`` that the uniform draw ``u`` in [0, 1) selects
     (inverse transform over ``chance_outcomes()``)."""

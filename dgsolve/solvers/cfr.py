@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from open_spiel.python.algorithms import cfr
 
-from dgsolve.errors import CapabilityError, ConfigError, RunDirError
+from dgsolve.errors import RunDirError
 from dgsolve.eval.openspiel_eq import (
     agent_name,
     information_states,
@@ -46,6 +46,7 @@ from dgsolve.eval.openspiel_eq import (
     player_policy,
 )
 from dgsolve.games.base import Game
+from dgsolve.games.openspiel import require_tree_game
 from dgsolve.hierarchy import Hierarchy
 from dgsolve.policy import InfoStateTablePolicy, JointPolicy
 
@@ -112,16 +113,7 @@ class CFRSolver:
     in all; the policies play the average policy. ``seed`` is unused: CFR+ is deterministic."""
 
     def __init__(self, cfg, game: Game, hierarchy: Hierarchy, device: torch.device, seed: int):
-        family = getattr(getattr(game, "cfg", None), "family", None)
-        if family != "openspiel" or not hasattr(game, "os_game"):
-            raise CapabilityError(
-                f"algo=cfr solves OpenSpiel games by walking their tree (env=openspiel "
-                f"env.game=kuhn_poker); {type(game).__name__} is not one"
-            )
-        if not hierarchy.is_simultaneous:
-            raise ConfigError(
-                "algo=cfr solves the game in its own turn order; use hierarchy=simultaneous"
-            )
+        require_tree_game(game, hierarchy, "cfr", "solves OpenSpiel games by walking their tree")
         self.cfg, self.game, self.hierarchy, self.device = cfg, game, hierarchy, device
         self.load_string = str(game.load_string)
         self.specs = {a: game.spec(a) for a in game.agents}

@@ -50,9 +50,9 @@ import torch
 from torch import nn
 from torch.distributions import Categorical
 
-from dgsolve.errors import CapabilityError, ConfigError, RunDirError
+from dgsolve.errors import RunDirError
 from dgsolve.games.base import Game
-from dgsolve.games.openspiel import apply_chance
+from dgsolve.games.openspiel import apply_chance, require_tree_game
 from dgsolve.hierarchy import Hierarchy
 from dgsolve.nets import masked_logits
 from dgsolve.policy import JointPolicy, NetPolicy
@@ -298,16 +298,7 @@ class DeepCFRSolver:
     ``cfg.iterations`` in all; the policies play the average-strategy networks."""
 
     def __init__(self, cfg, game: Game, hierarchy: Hierarchy, device: torch.device, seed: int):
-        family = getattr(getattr(game, "cfg", None), "family", None)
-        if family != "openspiel" or not hasattr(game, "os_game"):
-            raise CapabilityError(
-                f"algo=deep_cfr traverses OpenSpiel game trees (env=openspiel "
-                f"env.game=kuhn_poker); {type(game).__name__} is not one"
-            )
-        if not hierarchy.is_simultaneous:
-            raise ConfigError(
-                "algo=deep_cfr solves the game in its own turn order; use hierarchy=simultaneous"
-            )
+        require_tree_game(game, hierarchy, "deep_cfr", "traverses OpenSpiel game trees")
         self.cfg, self.game, self.hierarchy, self.device = cfg, game, hierarchy, device
         self.os_game = game.os_game
         self.load_string = str(game.load_string)

@@ -68,8 +68,8 @@ def _train(ctx, cfg, device: torch.device, game) -> dict:
         if not ckpt_path.is_file():
             raise RunDirError(f"cannot resume '{ctx.dir}': it has no checkpoints/last.pt")
         state = load_checkpoint(ckpt_path, identity)
-        restore(solver, state["solver"], ckpt_path, "checkpoint")
-        restore(art.history, state["history"], ckpt_path, "checkpoint")
+        restore(solver.load_state_dict, state["solver"], ckpt_path)
+        restore(art.history.load_state_dict, state["history"], ckpt_path)
         wall_before = float(state["wall_time_s"])
         previous = _previous_summary(ctx.dir)
     started = time.perf_counter()
