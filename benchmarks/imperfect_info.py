@@ -4,14 +4,16 @@ For each game (Kuhn and Leduc poker by default) and method, one run of ``seconds
 wall time (evaluation excluded), NashConv measured exactly through OpenSpiel at checkpoints:
 
 * ``dgsolve:<algo>``: ``dgsolve env=openspiel env.game=<game> algo=<algo>`` through
-  :func:`dgsolve.run.run`, its defaults, with ``task.eval_every`` set for the curve
+  :func:`dgsolve.run.run`, its defaults but a budget that only the timer ends
+  (:data:`UNTIL_STOPPED`), with ``task.eval_every`` set for the curve
   (``history.json``'s ``eq/nash_conv`` against ``wall_time_s``);
 * ``openspiel:nfsp`` and ``openspiel:deep_cfr``: OpenSpiel's PyTorch NFSP and Deep CFR with the
   settings of OpenSpiel's own examples (``nfsp_kuhn_pytorch.py``, ``deep_cfr_pytorch.py``),
   trained in chunks between measurements.
 
 Prints one JSON line per measurement and a summary line per run, and writes
-``imperfect_info.png`` (NashConv against wall time, log scale) into ``--out``.
+``imperfect_info.png`` (NashConv against wall time, log scale) into ``out=``. Kuhn and Leduc
+poker are two-player zero-sum, so each line also gives the exploitability, NashConv / 2.
 
     python benchmarks/imperfect_info.py                          # all, 300 s Kuhn, 600 s Leduc
     python benchmarks/imperfect_info.py games=kuhn_poker methods=dgsolve:cfr,openspiel:nfsp \\
@@ -33,6 +35,18 @@ METHODS = (
     "openspiel:nfsp",
     "openspiel:deep_cfr",
 )
+
+
+#: budgets large enough that the timer, not the budget, ends dgsolve's runs (equal wall time)
+UNTIL_STOPPED = {
+    "nfsp": ["algo.total_timesteps=2000000000"],
+    "deep_cfr": ["algo.iterations=1000000"],
+}
+
+
+#: iterations between NashConv measurements: NFSP's are 10,000 environment steps, Deep CFR's
+#: whole iterations. dgsolve's clock runs through its evaluations (OpenSpiel's does not).
+EVAL_EVERY = {"nfsp": 2, "deep_cfr": 5}
 
 
 def emit(**fields) -> None:
@@ -165,7 +179,8 @@ def dgsolve_run(
         f"seed={seed}",
         "hardware=cpu",
         "task.progress=false",
-        "task.eval_every=5",
+        f"task.eval_every={EVAL_EVERY.get(algo, 5)}",
+        *UNTIL_STOPPED.get(algo, []),
     ]
     with initialize_config_dir(config_dir(), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
@@ -221,9 +236,11 @@ def main(argv: list[str]) -> None:
                 )
             results[(game, method)] = curve
             for wall, conv in curve:
-                emit(game=game, method=method, wall_time_s=round(wall, 2), nash_conv=conv)
+                emit(game=game, method=method, wall_time_s=round(wall, 2), nash_conv=conv,
+                     exploitability=conv / 2)  # fmt: skip
             final = curve[-1] if curve else (None, None)
-            emit(game=game, method=method, seconds=seconds, seed=seed, final_nash_conv=final[1])
+            emit(game=game, method=method, seconds=seconds, seed=seed, final_nash_conv=final[1],
+                 final_exploitability=None if final[1] is None else final[1] / 2)  # fmt: skip
     plot(results, out / "imperfect_info.png")
 
 

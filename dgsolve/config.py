@@ -63,6 +63,16 @@ class CrossplayTaskConfig(TaskConfig):
     progress: bool = False
 
 
+@dataclass
+class ExploitTaskConfig(TaskConfig):
+    name: str = "exploit"
+    target: str | None = None
+    br_timesteps: int = 200_000
+    eval_games: int = 10_000
+    br_greedy: bool = True
+    progress: bool = True
+
+
 # --------------------------------------------------------------------------- hierarchy
 class HierarchyMode(str, Enum):
     simultaneous = "simultaneous"
@@ -174,6 +184,8 @@ class LQEnvConfig(LQConfig):
 class BargainEnvConfig(BargainConfig):
     name: str = "bargain"
     ppo: dict[str, Any] = field(default_factory=dict)
+    deep_cfr: dict[str, Any] = field(default_factory=dict)
+    nfsp: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -189,6 +201,11 @@ class OpenSpielEnvConfig(OpenSpielConfig):
 class PolicyForm(str, Enum):
     mlp = "mlp"
     linear = "linear"
+
+
+class Optimizer(str, Enum):
+    adam = "adam"
+    sgd = "sgd"
 
 
 class Network(str, Enum):
@@ -258,6 +275,7 @@ class DeepCFRConfig(AlgoConfig):
     memory_size: int = 1_000_000
     lr: float = 1e-3
     hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
+    sampled_actions: int | None = None
 
 
 @dataclass
@@ -277,6 +295,7 @@ class NFSPConfig(AlgoConfig):
     target_update: int = 300
     epsilon_start: float = 0.06
     epsilon_end: float = 0.001
+    optimizer: Optimizer = Optimizer.adam
 
 
 # --------------------------------------------------------------------------- root
@@ -314,7 +333,11 @@ SCHEMAS: dict[str, dict[str, type]] = {
     },
     "hierarchy": {"hierarchy": HierarchyConfig},
     "hardware": {"hardware": HardwareConfig},
-    "task": {"train": TrainTaskConfig, "crossplay": CrossplayTaskConfig},
+    "task": {
+        "train": TrainTaskConfig,
+        "crossplay": CrossplayTaskConfig,
+        "exploit": ExploitTaskConfig,
+    },
 }
 
 

@@ -71,6 +71,31 @@ class NetPolicy:
         return self.to_env(self.net.sample(x, legal)[0])
 
 
+class UniformPolicy:
+    """Uniformly random play: over the legal actions (discrete) or the action box (continuous).
+
+    The reference every discrete and continuous game has, and the ``random`` target of
+    ``task=exploit``; ``generator`` (on the device the observations live on) makes it
+    reproducible, ``greedy`` is ignored (a uniform policy has no mode).
+    """
+
+    def __init__(self, spec: AgentSpec, generator: torch.Generator | None = None):
+        self.spec, self.generator = spec, generator
+
+    @torch.no_grad()
+    def act(
+        self, obs: torch.Tensor, legal: torch.Tensor | None = None, greedy: bool = False
+    ) -> torch.Tensor:
+        spec, rows = self.spec, obs.shape[0]
+        if spec.discrete:
+            weights = legal.float() if legal is not None else obs.new_ones(rows, spec.num_actions)
+            return torch.multinomial(weights, 1, generator=self.generator).squeeze(1)
+        low = torch.tensor(spec.low, device=obs.device)
+        high = torch.tensor(spec.high, device=obs.device)
+        u = torch.rand((rows, spec.action_dim), generator=self.generator, device=obs.device)
+        return low + (high - low) * u
+
+
 class JointPolicy:
     """Every agent's policy, played tier by tier within one environment step.
 

@@ -131,7 +131,7 @@ def run(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | tuple[str, 
                     f"resume={path} or choose another directory"
                 )
             save_run_config(path, cfg)
-            ctx = tasks.RunContext(cfg, path, device, guard, resumed, changed)
+            ctx = tasks.RunContext(cfg, path, device, guard, resumed, changed, list(overrides))
             return task.execute(ctx)
         finally:
             lock.release(path)

@@ -204,6 +204,7 @@ RULES: dict[str, Rule] = {
     "algo.iterations_per_step": COUNT,
     # algo: deep_cfr (iterations, lr and hidden_sizes as above)
     "algo.traversals": COUNT,
+    "algo.sampled_actions": OrNull(Int(min=2)),  # null: every legal action (external sampling)
     "algo.advantage_steps": COUNT,
     "algo.policy_steps": COUNT,
     "algo.batch_size": COUNT,
@@ -227,6 +228,8 @@ RULES: dict[str, Rule] = {
     "task.eq_tolerance": OrNull(NONNEGATIVE),
     # task: crossplay
     "task.games": COUNT,
+    # task: exploit (eval_games as above)
+    "task.br_timesteps": COUNT,
     # hardware
     "hardware.threads": Int(min=0),  # 0 = torch's default
 }

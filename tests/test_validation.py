@@ -247,6 +247,7 @@ BAD = [(("env=simple_adversary",), value, shown) for value, shown in MEASURED] +
     (("algo=deep_cfr",), "algo.policy_steps=-1", "algo.policy_steps=-1"),
     (("algo=deep_cfr",), "algo.batch_size=0", "algo.batch_size=0"),
     (("algo=deep_cfr",), "algo.memory_size=0", "algo.memory_size=0"),
+    (("algo=deep_cfr",), "algo.sampled_actions=1", "algo.sampled_actions=1"),
     # algo: nfsp
     (("algo=nfsp",), "algo.steps_per_iteration=0", "algo.steps_per_iteration=0"),
     (("algo=nfsp",), "algo.anticipatory=1.5", "algo.anticipatory=1.5"),
@@ -268,6 +269,8 @@ BAD = [(("env=simple_adversary",), value, shown) for value, shown in MEASURED] +
     ((), "task.eq_tolerance=-0.1", "task.eq_tolerance=-0.1"),
     ((), "task.eq_tolerance=nan", "task.eq_tolerance=nan"),
     (("task=crossplay",), "task.games=0", "task.games=0"),
+    (("task=exploit",), "task.br_timesteps=0", "task.br_timesteps=0"),
+    (("task=exploit",), "task.eval_games=0", "task.eval_games=0"),
 ]
 
 

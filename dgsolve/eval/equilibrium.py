@@ -2,7 +2,8 @@
 
 ``equilibrium_report(cfg, joint_policy, hierarchy, device)`` returns the ``eq`` section of
 ``summary.json`` (logged to TensorBoard under ``eq/``), or ``None`` for game families without an
-exact reference (anything but ``matrix``, ``lq`` and ``openspiel``). The learned policies are
+exact reference (anything but ``matrix``, ``lq``, ``openspiel`` and bargaining variants small
+enough for OpenSpiel to walk). The learned policies are
 read through :meth:`~dgsolve.policy.JointPolicy.distribution`, which builds each agent's input
 as it acts (its observation plus the leaders' actions, or their query answers); the gaps
 themselves are in :mod:`dgsolve.eval.matrix_gaps` and :mod:`dgsolve.eval.lq_gaps`. References
@@ -33,7 +34,7 @@ from dgsolve.games.matrix import MatrixConfig, payoff_matrices
 from dgsolve.hierarchy import Hierarchy
 
 #: default ε of the verdict: payoff units for matrix and OpenSpiel games, relative for LQ games.
-DEFAULT_TOLERANCE = {"matrix": 0.05, "lq": 0.05, "openspiel": 0.05}
+DEFAULT_TOLERANCE = {"matrix": 0.05, "lq": 0.05, "openspiel": 0.05, "bargain": 0.05}
 
 
 def equilibrium_report(
@@ -43,7 +44,7 @@ def equilibrium_report(
     ``None`` where the family has no exact reference. ``cfg.task.eq_tolerance`` (if set) is the
     verdict's ε."""
     family = cfg.env.family
-    if family not in DEFAULT_TOLERANCE:
+    if family not in DEFAULT_TOLERANCE or (family == "bargain" and not small_bargain(cfg.env)):
         return None
     device = torch.device(device)
     seed = 20_000 + int(cfg.get("seed", 0) or 0)
@@ -60,11 +61,56 @@ def equilibrium_report(
             from dgsolve.eval.openspiel_eq import openspiel_report  # needs the openspiel extra
 
             report = openspiel_report(cfg.env, joint_policy, hierarchy, device)
+        elif family == "bargain":
+            report = bargain_exact_report(cfg.env, joint_policy, hierarchy, device)
         else:
             report = lq_report(cfg.env, joint_policy, hierarchy, device, seed)
     if "reference_error" not in report:
         report["verdict"] = verdict(report, hierarchy, family, cfg.env, tolerance)
     return report
+
+
+def small_bargain(env_cfg) -> bool:
+    """Whether the bargaining variant of ``env_cfg`` is small enough for an exact NashConv
+    (and OpenSpiel is installed to compute it); larger ones have no reference (task=exploit
+    estimates theirs)."""
+    try:
+        from dgsolve.eval.bargain_exact import MAX_HISTORIES
+        from dgsolve.games.bargain.openspiel_game import num_histories
+    except ImportError:
+        return False
+    from dgsolve.games.bargain.rules import BargainRules
+
+    return num_histories(BargainRules.from_config(dict(env_cfg.items()))) <= MAX_HISTORIES
+
+
+def bargain_exact_report(
+    env_cfg, joint, hierarchy: Hierarchy, device: torch.device
+) -> dict[str, Any]:
+    """Exact NashConv of a small bargaining variant's policies, through the variant as an
+    OpenSpiel game (:mod:`dgsolve.eval.bargain_exact`), in the ``eq`` layout of OpenSpiel
+    games."""
+    from dgsolve.eval.bargain_exact import bargain_nash_conv
+    from dgsolve.games.bargain.openspiel_game import load_string
+    from dgsolve.games.bargain.rules import BargainRules
+
+    rules = BargainRules.from_config(dict(env_cfg.items()))
+    if not hierarchy.is_simultaneous:
+        return {
+            "game": load_string(rules),
+            "reference_error": (
+                "exact NashConv needs hierarchy=simultaneous: a policy that sees the other "
+                "tier's action is not a policy of the game"
+            ),
+        }
+    out = bargain_nash_conv(rules, joint, device)
+    return {
+        "game": out["game"],
+        "nash_conv": out["nash_conv"],
+        "deviation_gain": out["gains"],
+        "values": out["values"],
+        "num_histories": out["num_histories"],
+    }
 
 
 def matrix_report(
@@ -109,7 +155,7 @@ def verdict(
     gaps: dict[str, float | None] = dict(report.get("deviation_gain", {}))
     for agent in hierarchy.agents:
         gaps.setdefault(agent, None)
-    if family == "openspiel":
+    if family in ("openspiel", "bargain"):
         gaps["nash_conv"] = report.get("nash_conv")
     if not hierarchy.is_simultaneous:
         gaps["stackelberg_value"] = report.get("stackelberg_gap")

@@ -1,4 +1,5 @@
-"""Mean episodic returns of a joint policy, and the uniformly random reference."""
+"""Episodic returns of a joint policy: means, per game in pairs, and the uniformly random
+reference."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable
 import torch
 
 from dgsolve.games.base import Game, TimeStep
+from dgsolve.policy import UniformPolicy
 
 ActFn = Callable[[TimeStep], dict[str, torch.Tensor]]
 
@@ -37,20 +39,45 @@ def evaluate_returns(game: Game, act: ActFn, episodes: int, seed: int, max_steps
 
 def uniform_random_actions(game: Game, generator: torch.Generator) -> ActFn:
     """An ``act`` function drawing uniformly random legal actions for every agent."""
+    policies = {a: UniformPolicy(game.spec(a), generator) for a in game.agents}
 
     def act(ts: TimeStep) -> dict[str, torch.Tensor]:
-        actions = {}
-        for a in game.agents:
-            spec = game.spec(a)
-            if spec.discrete:
-                weights = ts.legal[a].float()
-                actions[a] = torch.multinomial(weights, 1, generator=generator).squeeze(1)
-            else:
-                low = torch.tensor(spec.low, device=game.device)
-                high = torch.tensor(spec.high, device=game.device)
-                shape = (game.num_envs, spec.action_dim)
-                u = torch.rand(shape, generator=generator, device=game.device)
-                actions[a] = low + (high - low) * u
-        return actions
+        return {a: p.act(ts.obs[a], ts.legal[a]) for a, p in policies.items()}
 
     return act
+
+
+def first_game_returns(
+    game: Game, act: ActFn, num_games: int, seed: int, max_steps: int = 100_000
+) -> dict[str, torch.Tensor]:
+    """Each agent's return in ``num_games`` games, ``[num_games]`` per agent, in a fixed order.
+
+    The games are played in batches of ``game.num_envs``; batch ``b`` is reset with seed
+    ``seed + b`` and each copy contributes its first game. Two policies played with the same
+    ``game``, ``num_games`` and ``seed`` thus meet the same starting draws game by game, so their
+    returns can be compared in pairs (common random numbers).
+    """
+    out: dict[str, list[torch.Tensor]] = {a: [] for a in game.agents}
+    played, batch = 0, 0
+    while played < num_games:
+        take = min(game.num_envs, num_games - played)
+        ts = game.reset(seed=seed + batch)
+        running = {a: torch.zeros(game.num_envs, device=game.device) for a in game.agents}
+        first = {a: torch.zeros(game.num_envs, device=game.device) for a in game.agents}
+        ended = torch.zeros(game.num_envs, dtype=torch.bool, device=game.device)
+        for _ in range(max_steps):
+            ts = game.step(act(ts))
+            new = ts.done & ~ended
+            for a in game.agents:
+                running[a] += ts.reward[a]
+                first[a] = torch.where(new, running[a], first[a])
+            ended |= ts.done
+            if bool(ended.all()):
+                break
+        else:
+            raise RuntimeError(f"a game did not end within {max_steps} steps")
+        for a in game.agents:
+            out[a].append(first[a][:take].cpu())
+        played += take
+        batch += 1
+    return {a: torch.cat(v) for a, v in out.items()}

@@ -120,6 +120,9 @@ def load_game(load_string: str):
         import pyspiel
     except ImportError:
         raise ConfigError(f"env=openspiel needs the open_spiel package; {INSTALL_HINT}") from None
+    # registers dgsolve's own OpenSpiel games (dgsolve_bargain) with pyspiel
+    import dgsolve.games.bargain.openspiel_game  # noqa: F401
+
     where = f"env.game={load_string!r}"
     with _quiet_stderr():
         try:

@@ -1,4 +1,5 @@
-"""Deep CFR on OpenSpiel games (``algo=deep_cfr``): CFR with networks in place of tables.
+"""Deep CFR (``algo=deep_cfr``) on OpenSpiel games and the bargaining game: CFR with networks
+in place of tables.
 
 Brown, Lerer, Gross & Sandholm, "Deep Counterfactual Regret Minimization", ICML 2019. Each
 iteration ``t`` and each player ``p`` in turn:
@@ -25,15 +26,22 @@ same ``t``-weighted average the paper's squared error has). It is trained whenev
 are asked for after new iterations (each ``task.eval_every`` evaluation and the end), from
 scratch with a generator seeded by the iteration, so when it is trained never changes the run.
 
-Sampling: external sampling, as in the paper. Its traverser nodes branch on every action, which
-suits poker-sized games (Kuhn, Leduc); the bargaining game has 82 actions per decision, where
-outcome sampling or sampling a subset of the traverser's actions would be needed (a later step;
-this solver refuses games that are not OpenSpiel games).
+Sampling: external sampling, as in the paper, where ``algo.sampled_actions`` is null: the
+traverser's nodes branch on every legal action, which suits poker-sized games (Kuhn, Leduc). The
+bargaining game has 82 actions per decision and up to three decisions per player, so a
+traversal would reach 82^3 leaves; with ``algo.sampled_actions=k`` only ``k`` of the traverser's
+legal actions, drawn uniformly, are explored (robust sampling, Li et al., ICLR 2020), with the
+unbiased estimates :func:`bargain_traversals` states. Outcome sampling (one action everywhere)
+was the other candidate; its estimates carry the inverse of every sampling probability along
+the path, while robust sampling keeps the traverser's values averaged over ``k`` actions.
 
 Batched traversals: the ``algo.traversals`` traversals of one player advance together, one
 tree level at a time; every decision node of the level is evaluated in one forward pass of its
-player's advantage network, and the sampled values are backed up level by level afterwards. The
-game's states are OpenSpiel states, stepped one by one in Python.
+player's advantage network, and the sampled values are backed up level by level afterwards.
+OpenSpiel games' states are stepped one by one in Python; the bargaining game's nodes are
+tensors (:class:`~dgsolve.games.bargain.reference.BargainNodes`), so a level of thousands of
+traversals is a handful of tensor operations (:meth:`BargainGame.tree_step`), with every deal
+drawn from the solver's generator.
 
 ``global_step`` counts Deep CFR iterations (no environment steps are taken).
 """
@@ -50,7 +58,8 @@ import torch
 from torch import nn
 from torch.distributions import Categorical
 
-from dgsolve.errors import RunDirError
+from dgsolve.errors import ConfigError, RunDirError
+from dgsolve.games.bargain.reference import BargainGame
 from dgsolve.games.base import Game
 from dgsolve.games.openspiel import apply_chance, require_tree_game
 from dgsolve.hierarchy import Hierarchy
@@ -59,6 +68,8 @@ from dgsolve.policy import JointPolicy, NetPolicy
 
 #: seeds the strategy network's training at iteration ``t``: ``seed * STRATEGY_SEED + t``
 STRATEGY_SEED = 1_000_003
+#: the most leaves per bargaining traversal that external sampling (every action) may reach
+MAX_EXTERNAL_LEAVES = 100_000
 
 
 # --------------------------------------------------------------------------- regret matching
@@ -181,8 +192,9 @@ class Reservoir:
 class Traversals:
     """What external-sampling traversals for one player produced.
 
-    ``regret_x [N, obs_dim]``, ``regret_legal [N, A]``, ``regret [N, A]`` (0 on illegal actions):
-    the traverser's sampled instantaneous regrets, one row per traverser node visited;
+    ``regret_x [N, obs_dim]``, ``regret_legal [N, A]``, ``regret [N, A]`` (0 elsewhere): the
+    traverser's sampled instantaneous regrets, one row per traverser node visited, on the actions
+    ``regret_legal`` marks (the explored ones: every legal action under external sampling);
     ``strategy_x``, ``strategy_legal``, ``strategy [M, A]`` and ``strategy_player [M]``: the other
     players' strategies where they acted; ``root_value [K]``: each traversal's sampled value."""
 
@@ -200,16 +212,23 @@ StrategyFn = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def external_sampling(
-    os_game, player: int, num: int, strategy: StrategyFn, generator: torch.Generator
+    os_game,
+    player: int,
+    num: int,
+    strategy: StrategyFn,
+    generator: torch.Generator,
+    sampled_actions: int | None = None,
 ) -> Traversals:
     """``num`` external-sampling traversals for ``player`` from the root of ``os_game``, advanced
     together one tree level at a time. ``strategy(q, x [B, obs_dim], legal [B, A]) -> [B, A]`` is
-    player ``q``'s current strategy, asked once per level for all of ``q``'s nodes there."""
+    player ``q``'s current strategy, asked once per level for all of ``q``'s nodes there.
+    ``sampled_actions``: explore only that many of the traverser's legal actions, drawn
+    uniformly, with the estimates of :func:`bargain_traversals` (None: all of them)."""
     num_actions = os_game.num_distinct_actions()
     values: list[float] = [0.0] * num  # one slot per value to back up; the roots first
     frontier = [(os_game.new_initial_state(), slot) for slot in range(num)]
     traverser_nodes: list[tuple[int, list[int], list[int]]] = []  # slot, child slots, actions
-    regret_x, regret_legal, sigmas = [], [], []
+    regret_x, sigmas = [], []
     others: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]] = []
     while frontier:
         _resolve_chance([s for s, _ in frontier], generator)
@@ -231,13 +250,16 @@ def external_sampling(
             sigma = strategy(q, x, legal).to("cpu", torch.float32) * legal
             if q == player:
                 regret_x.append(x)
-                regret_legal.append(legal)
                 sigmas.append(sigma)
                 for state, slot in nodes:
                     actions = state.legal_actions()
+                    n_legal = len(actions)
+                    if sampled_actions is not None and sampled_actions < n_legal:
+                        pick = torch.randperm(n_legal, generator=generator)[:sampled_actions]
+                        actions = [actions[i] for i in sorted(pick.tolist())]
                     children = list(range(len(values), len(values) + len(actions)))
                     values.extend([0.0] * len(actions))
-                    traverser_nodes.append((slot, children, actions))
+                    traverser_nodes.append((slot, children, actions, n_legal))
                     frontier.extend(
                         (state.child(a), c) for a, c in zip(actions, children, strict=True)
                     )
@@ -250,19 +272,24 @@ def external_sampling(
     # back up: children were created after their parents, so walk the traverser nodes backwards
     sigma_all = torch.cat(sigmas) if sigmas else torch.zeros(0, num_actions)
     regret = torch.zeros(len(traverser_nodes), num_actions, dtype=torch.float64)
+    sampled = torch.zeros(len(traverser_nodes), num_actions, dtype=torch.bool)
     for n in range(len(traverser_nodes) - 1, -1, -1):
-        slot, children, actions = traverser_nodes[n]
+        slot, children, actions, n_legal = traverser_nodes[n]
         child_values = torch.tensor([values[c] for c in children], dtype=torch.float64)
         probs = sigma_all[n, actions].to(torch.float64)
-        value = float(probs @ child_values)
-        values[slot] = value
-        regret[n, actions] = child_values - value
+        value, regrets = sampled_estimates(
+            child_values[None], probs[None], torch.ones(1, len(actions), dtype=torch.bool),
+            torch.tensor([n_legal]),
+        )  # fmt: skip
+        values[slot] = float(value[0])
+        regret[n, actions] = regrets[0]
+        sampled[n, actions] = True
     width = os_game.information_state_tensor_size()
     empty_x = torch.zeros(0, width)
     empty_a = torch.zeros(0, num_actions)
     return Traversals(
         regret_x=torch.cat(regret_x) if regret_x else empty_x,
-        regret_legal=torch.cat(regret_legal) if regret_legal else empty_a.bool(),
+        regret_legal=sampled,
         regret=regret.to(torch.float32),
         strategy_x=torch.cat([o[0] for o in others]) if others else empty_x,
         strategy_legal=torch.cat([o[1] for o in others]) if others else empty_a.bool(),
@@ -271,6 +298,132 @@ def external_sampling(
             [o[3] for o in others for _ in range(len(o[0]))], dtype=torch.long
         ),
         root_value=torch.tensor(values[:num], dtype=torch.float64),
+    )
+
+
+def sampled_estimates(
+    values: torch.Tensor, sigma: torch.Tensor, valid: torch.Tensor, legal_count: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unbiased estimates at ``M`` traverser nodes that explored ``k`` of their ``n`` legal
+    actions, drawn uniformly without replacement: ``values [M, k]`` (float64) are the sampled
+    children's values, ``sigma [M, k]`` the strategy's probabilities of those actions,
+    ``valid [M, k]`` which columns hold a sampled action, ``legal_count [M]`` the ``n``.
+
+    Returns the node values ``[M]``, ``(n / k) Σ_{b ∈ S} σ(b) v(b)``, and the regrets ``[M, k]``
+    of the sampled actions, ``v(a) − σ(a) v(a) − ((n − 1) / (k − 1)) Σ_{b ∈ S, b ≠ a} σ(b) v(b)``
+    (0 in unused columns): given ``a ∈ S``, the rest of ``S`` is a uniform ``k − 1`` of the other
+    ``n − 1`` actions, so its scaled sum estimates ``Σ_{b ≠ a} σ(b) v(b)`` without bias. With
+    ``k = n`` both are external sampling's exact sums."""
+    sv = torch.where(valid, sigma * values, 0.0)
+    total = sv.sum(1, keepdim=True)
+    k = valid.sum(1, keepdim=True).to(torch.float64)
+    n = legal_count[:, None].to(torch.float64)
+    others = (n - 1) / (k - 1).clamp(min=1)
+    regret = torch.where(valid, values - sv - others * (total - sv), 0.0)
+    return (n / k * total).squeeze(1), regret
+
+
+def bargain_traversals(
+    game,
+    player: int,
+    num: int,
+    strategy: StrategyFn,
+    generator: torch.Generator,
+    sampled_actions: int | None,
+) -> Traversals:
+    """``num`` traversals for ``player`` of the bargaining game's trees, all advanced together
+    as batched :class:`~dgsolve.games.bargain.reference.BargainNodes` (one tensor operation per
+    tree level, whatever the number of nodes).
+
+    Sampling: at ``player``'s nodes ``k = sampled_actions`` of the ``n`` legal actions are drawn
+    uniformly without replacement and explored (all of them when ``k`` is ``None`` or ``≥ n``:
+    external sampling); at the other player's nodes one action is drawn from its strategy; the
+    deal (chance) is drawn once per traversal. This is the robust sampling of Li et al.,
+    "Double Neural Counterfactual Regret Minimization" (ICLR 2020): external sampling's tree
+    grows as ``82^3`` per traversal in the default game, ``k^3`` here. The estimates stay
+    unbiased: a node's value is ``(n / k) Σ_{b ∈ S} σ(b) v(b)``, and the regret of a sampled
+    action ``a`` is ``v(a) − σ(a) v(a) − ((n − 1) / (k − 1)) Σ_{b ∈ S, b ≠ a} σ(b) v(b)`` (the other
+    sampled actions are a uniform ``k − 1`` of the other ``n − 1``; :func:`sampled_estimates`).
+    Only sampled actions get a regret target: ``regret_legal`` marks them, and the advantage
+    loss covers those alone.
+    """
+    num_actions = game.rules.num_actions
+    k = num_actions if sampled_actions is None else min(int(sampled_actions), num_actions)
+    nodes = game.tree_roots(num, generator)
+    slot = torch.arange(num)
+    values = torch.zeros(num, dtype=torch.float64)
+    levels = []  # per level: parent slots, child slots, chosen, valid, sigma, legal count
+    regret_x, strategy_x, strategy_legal, strategy_sigma = [], [], [], []
+    while len(nodes):
+        mine = nodes.player == player
+        frontier, frontier_slot = [], []
+        if mine.any():
+            here, here_slot = nodes.select(mine), slot[mine]
+            x, legal = game.tree_observe(here, player), game.tree_legal(here)
+            sigma = strategy(player, x, legal).to(torch.float64) * legal
+            keys = torch.rand(legal.shape, generator=generator).masked_fill(~legal, -1.0)
+            top, chosen = keys.topk(k, dim=1)
+            valid = top >= 0
+            m = len(here)
+            child_slot = len(values) + torch.arange(m * k).view(m, k)
+            values = torch.cat([values, torch.zeros(m * k, dtype=torch.float64)])
+            flat = valid.flatten()
+            parents = here.select(torch.arange(m).repeat_interleave(k)[flat])
+            children, done, reward = game.tree_step(parents, chosen.flatten()[flat])
+            child_of = child_slot.flatten()[flat]
+            values[child_of[done]] = reward[player][done].to(torch.float64)
+            frontier.append(children.select(~done))
+            frontier_slot.append(child_of[~done])
+            levels.append((here_slot, child_slot, chosen, valid, sigma, legal.sum(-1)))
+            regret_x.append(x)
+        if (~mine).any():
+            here, here_slot = nodes.select(~mine), slot[~mine]
+            other = 1 - player
+            x, legal = game.tree_observe(here, other), game.tree_legal(here)
+            sigma = strategy(other, x, legal).to(torch.float32) * legal
+            strategy_x.append(x)
+            strategy_legal.append(legal)
+            strategy_sigma.append(sigma)
+            drawn = torch.multinomial(sigma, 1, generator=generator).squeeze(-1)
+            children, done, reward = game.tree_step(here, drawn)
+            values[here_slot[done]] = reward[player][done].to(torch.float64)
+            frontier.append(children.select(~done))  # the node's value is its child's
+            frontier_slot.append(here_slot[~done])
+        nodes = _cat_nodes(frontier)
+        slot = torch.cat(frontier_slot)
+    # back up, deepest level first: a level's children have all been valued by then
+    regrets, masks = [], []
+    for here_slot, child_slot, chosen, valid, sigma, n in reversed(levels):
+        value, sampled = sampled_estimates(values[child_slot], sigma.gather(1, chosen), valid, n)
+        values[here_slot] = value
+        regret = torch.zeros(len(here_slot), num_actions, dtype=torch.float64)
+        regret.scatter_(1, chosen, sampled)
+        mask = torch.zeros(len(here_slot), num_actions, dtype=torch.bool)
+        mask.scatter_(1, chosen, valid)
+        regrets.append(regret)
+        masks.append(mask)
+    regrets.reverse()
+    masks.reverse()
+    width = game.rules.obs_dim
+    empty_x, empty_a = torch.zeros(0, width), torch.zeros(0, num_actions)
+    strategy_rows = torch.cat(strategy_sigma) if strategy_sigma else empty_a
+    return Traversals(
+        regret_x=torch.cat(regret_x) if regret_x else empty_x,
+        regret_legal=torch.cat(masks) if masks else empty_a.bool(),
+        regret=torch.cat(regrets).to(torch.float32) if regrets else empty_a,
+        strategy_x=torch.cat(strategy_x) if strategy_x else empty_x,
+        strategy_legal=torch.cat(strategy_legal) if strategy_legal else empty_a.bool(),
+        strategy=strategy_rows,
+        strategy_player=torch.full((len(strategy_rows),), 1 - player, dtype=torch.long),
+        root_value=values[:num].clone(),
+    )
+
+
+def _cat_nodes(parts: list):
+    from dgsolve.games.bargain.reference import BargainNodes
+
+    return BargainNodes(
+        torch.cat([p.deal for p in parts], dim=1), torch.cat([p.situation for p in parts])
     )
 
 
@@ -298,15 +451,44 @@ class DeepCFRSolver:
     ``cfg.iterations`` in all; the policies play the average-strategy networks."""
 
     def __init__(self, cfg, game: Game, hierarchy: Hierarchy, device: torch.device, seed: int):
-        require_tree_game(game, hierarchy, "deep_cfr", "traverses OpenSpiel game trees")
         self.cfg, self.game, self.hierarchy, self.device = cfg, game, hierarchy, device
-        self.os_game = game.os_game
-        self.load_string = str(game.load_string)
         self.agents = tuple(game.agents)
         self.specs = {a: game.spec(a) for a in self.agents}
-        self.num_players = self.os_game.num_players()
-        self.num_actions = self.os_game.num_distinct_actions()
-        self.obs_dim = self.os_game.information_state_tensor_size()
+        sampled = cfg.get("sampled_actions")
+        if sampled is not None and int(sampled) < 2:
+            raise ConfigError(
+                f"algo.sampled_actions={sampled} must be at least 2 (or null: every action); "
+                "a regret estimate needs a second sampled action"
+            )
+        self.sampled_actions = None if sampled is None else int(sampled)
+        if isinstance(game, BargainGame):
+            if not hierarchy.is_simultaneous:
+                raise ConfigError(
+                    "algo=deep_cfr solves the game in its own turn order; use "
+                    "hierarchy=simultaneous"
+                )
+            leaves = game.rules.num_actions**game.rules.rounds
+            if self.sampled_actions is None and leaves > MAX_EXTERNAL_LEAVES:
+                raise ConfigError(
+                    f"algo.sampled_actions=null explores all {game.rules.num_actions} actions at "
+                    f"each of a player's {game.rules.rounds} decisions ({leaves:.1e} leaves per "
+                    "traversal); set algo.sampled_actions (e.g. 4) or use experiment="
+                    "bargain_deep_cfr"
+                )
+            self.os_game = None
+            self.load_string = f"bargain{game.rules}"
+            self.num_players = len(self.agents)
+            self.num_actions = game.rules.num_actions
+            self.obs_dim = game.rules.obs_dim
+        else:
+            require_tree_game(
+                game, hierarchy, "deep_cfr", "traverses game trees: OpenSpiel games or env=bargain"
+            )
+            self.os_game = game.os_game
+            self.load_string = str(game.load_string)
+            self.num_players = self.os_game.num_players()
+            self.num_actions = self.os_game.num_distinct_actions()
+            self.obs_dim = self.os_game.information_state_tensor_size()
         self.hidden_sizes = [int(h) for h in cfg.hidden_sizes]
         self.seed = int(seed)
         self.num_iterations = int(cfg.iterations)
@@ -336,9 +518,7 @@ class DeepCFRSolver:
         losses: dict[str, dict[str, float]] = {}
         for p in range(self.num_players):
             # ALGO LOGIC: external-sampling traversals with regret matching on every player
-            out = external_sampling(
-                self.os_game, p, int(self.cfg.traversals), self._current_strategy, self.generator
-            )
+            out = self._traverse(p)
             self.advantage_memory[p].add(
                 out.regret_x, out.regret_legal, out.regret, t, self.generator
             )
@@ -445,6 +625,18 @@ class DeepCFRSolver:
         self._strategy_iteration = self.iteration  # play them as they are
 
     # ------------------------------------------------------------------ internals
+    def _traverse(self, player: int) -> Traversals:
+        num = int(self.cfg.traversals)
+        if self.os_game is None:
+            return bargain_traversals(
+                self.game, player, num, self._current_strategy, self.generator,
+                self.sampled_actions,
+            )  # fmt: skip
+        return external_sampling(
+            self.os_game, player, num, self._current_strategy, self.generator,
+            self.sampled_actions,
+        )  # fmt: skip
+
     def _new_advantage_net(self) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=self.generator)))

@@ -5,7 +5,9 @@ Heinrich & Silver, "Deep Reinforcement Learning from Self-Play in Imperfect-Info
 
 - a best response ``Q_i`` learned by DQN (Mnih et al. 2015) from a circular replay buffer
   ``M_RL`` of its own transitions, with a target network copied every ``target_update`` updates,
-  ε-greedy exploration and the Huber loss;
+  ε-greedy exploration and the squared TD error (not DQN's Huber loss: with stochastic returns
+  of magnitude above its δ = 1, such as poker's ±2, the Huber minimiser is not the mean return,
+  and the biased values made Kuhn poker's best responses wrong);
 - an average policy ``Π_i`` learned by supervised classification (cross-entropy on masked
   logits) from a reservoir buffer ``M_SL`` of the (information state, legal mask, action) of
   its best-response play, which keeps a uniform sample of everything it was offered.
@@ -22,13 +24,16 @@ legal mask are those of its next decision, and ``done`` marks the episode's end.
 
 Variant: the algorithm of the paper's Algorithm 1 with OpenSpiel's choices
 (``open_spiel/python/pytorch/nfsp.py``: η = 0.1, ε linearly from 0.06 to 0.001, plain DQN
-targets, reservoir sampling, learning every 64 steps with batches of 128, target network every
-300 updates), but Adam at lr 0.001 instead of SGD at 0.01 for both networks. Measured on Kuhn
-poker (seed 0, one thread on a loaded 2-core CPU): NashConv 0.29 after 30k environment steps
-(6 s), 0.25 after 40k (9 s), then rising again (0.34 after 100k); Adam at lr 0.01 stays near
-0.4. Hence the short default budget in ``conf/algo/nfsp.yaml``; the issue's target (0.08 within
-300 s) is not reached. ``global_step`` counts environment steps summed over
-``env.num_envs`` copies; one :meth:`NFSPSolver.step` plays ``steps_per_iteration`` of them
+targets with the squared error, reservoir sampling, learning every 64 steps with batches of 128,
+target network every 300 updates), but Adam at lr 0.001 instead of SGD at 0.01 for both
+networks. Measured on Kuhn poker (seed 0, one thread): NashConv 0.26 after 50k environment
+steps, then 0.30–0.37 up to 300k; the average policy does not keep improving, because player
+0's DQN best response is off by 0.05–0.15 against the average opponent (its values at rarely
+visited states, e.g. holding the king after pass-bet, stay wrong, and the greedy response with
+them), and fictitious play with ε-best responses only reaches an O(ε)-equilibrium. Hence the
+short default budget in ``conf/algo/nfsp.yaml``; the issue's target (exploitability 0.08, i.e.
+NashConv 0.16, within 300 s) is not reached. ``global_step`` counts environment steps summed
+over ``env.num_envs`` copies; one :meth:`NFSPSolver.step` plays ``steps_per_iteration`` of them
 (the unit of evaluation and checkpoints) and starts from fresh games, so that a checkpoint
 needs no game state (OpenSpiel states cannot be saved) and a resumed run continues exactly;
 transitions still unfinished when a step ends are dropped.
@@ -45,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Categorical
 
+from dgsolve.config import Optimizer
 from dgsolve.errors import CapabilityError, ConfigError, RunDirError, TrainingDiverged
 from dgsolve.games.base import Game, TimeStep
 from dgsolve.hierarchy import Hierarchy
@@ -204,6 +210,10 @@ class ReservoirBuffer:
 
 
 # --------------------------------------------------------------------------- one player
+#: ``algo.optimizer`` of both networks: Adam (the default) or plain SGD (OpenSpiel's choice)
+OPTIMISERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+
+
 class Player:
     """One player's networks, optimisers and memories."""
 
@@ -212,8 +222,9 @@ class Player:
         self.q = ActionNet(obs_dim, num_actions, hidden).to(device)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.avg = ActionNet(obs_dim, num_actions, hidden).to(device)
-        self.q_opt = torch.optim.Adam(self.q.parameters(), lr=cfg.rl_lr)
-        self.avg_opt = torch.optim.Adam(self.avg.parameters(), lr=cfg.sl_lr)
+        optimiser = OPTIMISERS[Optimizer(cfg.optimizer).value]
+        self.q_opt = optimiser(self.q.parameters(), lr=cfg.rl_lr)
+        self.avg_opt = optimiser(self.avg.parameters(), lr=cfg.sl_lr)
         self.replay = ReplayBuffer(int(cfg.replay_size), obs_dim, num_actions, device)
         self.reservoir = ReservoirBuffer(int(cfg.reservoir_size), obs_dim, num_actions, device)
         self.updates = 0
@@ -463,7 +474,7 @@ class NFSPSolver:
                 next_q = masked_logits(p.q_target(b["next_obs"]), b["next_legal"]).max(-1).values
                 target = b["reward"] + torch.where(b["done"], 0.0, next_q)
             q = p.q(b["obs"]).gather(-1, b["action"][:, None]).squeeze(-1)
-            loss = F.smooth_l1_loss(q, target)
+            loss = F.mse_loss(q, target)
             self._check_loss(agent, "rl_loss", loss)
             p.q_opt.zero_grad()
             loss.backward()

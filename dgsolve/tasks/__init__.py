@@ -21,6 +21,7 @@ from dgsolve.errors import ConfigError
 TASKS: dict[str, str] = {
     "train": "dgsolve.tasks.train",
     "crossplay": "dgsolve.tasks.crossplay",
+    "exploit": "dgsolve.tasks.exploit",
 }
 
 
@@ -29,7 +30,9 @@ class RunContext:
     """What a task receives: its validated config, its locked directory, its device and the
     signal guard (:class:`dgsolve.run.SignalGuard`).
 
-    ``resumed`` is true for ``resume=``; ``changed`` lists the dotted options a resume overrode.
+    ``resumed`` is true for ``resume=``; ``changed`` lists the dotted options a resume overrode;
+    ``overrides`` are the command line's (Hydra's ``overrides.task``), for a task that must tell
+    an option set there from its default.
     """
 
     cfg: DictConfig
@@ -38,6 +41,7 @@ class RunContext:
     signals: Any
     resumed: bool = False
     changed: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
 
 
 def get(name: str) -> ModuleType:

@@ -166,7 +166,7 @@ def _train(ctx, cfg, device: torch.device, game) -> dict:
 
 
 def _training_loop(ctx, cfg, solver, art: RunArtifacts, device, checkpoint_state, wall) -> None:
-    with _progress(cfg.task.progress) as progress:
+    with progress_bar(cfg.task.progress) as progress:
         bar = progress.add_task(
             "training",
             total=solver.num_iterations,
@@ -310,7 +310,9 @@ def _rollout_gif(cfg, game, solver, art: RunArtifacts) -> None:
         art.write_gif(render_rollout(game, solver, cfg))
 
 
-def _progress(enabled: bool):
+def progress_bar(enabled: bool):
+    """The rich progress bar of training: iterations, steps/s, time left and recent returns
+    (fields ``rate`` and ``returns`` of each bar)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

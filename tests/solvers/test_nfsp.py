@@ -143,6 +143,30 @@ def test_transitions_run_from_a_players_decision_to_its_next(monkeypatch):
 
 
 # --------------------------------------------------------------------------- learning
+def test_q_values_learn_the_mean_of_stochastic_returns():
+    """Terminal returns -2, 1, 1, 1 of one (state, action): the DQN target's minimiser must be
+    their mean, 0.25. A Huber loss (δ = 1) would settle at its M-estimate, 2/3, which biased
+    Kuhn poker's best responses (payoffs ±1, ±2) and with them the average policy."""
+    solver = make_solver("algo.batch_size=256")
+    player = solver.players["player_0"]
+    obs_dim, n = solver.specs["player_0"].obs_dim, 400
+    obs = torch.zeros(n, obs_dim)
+    obs[:, 0] = 1.0
+    player.replay.add(
+        obs=obs,
+        action=torch.zeros(n, dtype=torch.long),
+        reward=torch.tensor([-2.0, 1.0, 1.0, 1.0]).repeat(n // 4),
+        next_obs=obs,
+        next_legal=torch.ones(n, 2, dtype=torch.bool),
+        done=torch.ones(n, dtype=torch.bool),
+    )
+    for _ in range(1500):
+        solver._learn("player_0")
+    with torch.no_grad():
+        q = float(player.q(obs[:1])[0, 0])
+    assert q == pytest.approx(0.25, abs=0.1)
+
+
 def test_a_short_run_beats_the_uniform_policy_on_kuhn():
     # measured (seed 0, the default learning rates): NashConv 0.21 after 50k environment steps
     solver = make_solver("algo.total_timesteps=48000", "algo.steps_per_iteration=16000")

@@ -50,6 +50,11 @@ class OutsideOffer(str, Enum):
     none = "none"
 
 
+#: sections of ``conf/env/bargain.yaml`` that hold a solver's tuned settings for this game
+#: (read by ``conf/algo/*.yaml`` through ``oc.select``), not rules
+SOLVER_SECTIONS = ("ppo", "deep_cfr", "nfsp")
+
+
 @dataclass
 class BargainConfig:
     """The bargaining game (BARGAIN.md); the action count follows from ``quantities``.
@@ -71,7 +76,7 @@ class BargainConfig:
     @classmethod
     def coerce(cls, cfg: Any = None) -> BargainConfig:
         """A validated copy of ``cfg``: a BargainConfig, a mapping, a DictConfig, or None (the
-        ``name`` and ``ppo`` keys of its config group are ignored)."""
+        ``name`` key and the :data:`SOLVER_SECTIONS` of its config group are ignored)."""
         if cfg is None:
             out = cls()
         elif isinstance(cfg, cls):
@@ -79,7 +84,8 @@ class BargainConfig:
         else:
             items = dict(cfg.items()) if isinstance(cfg, Mapping) else dict(vars(cfg))
             items.pop("name", None)  # a Hydra config group's option name, not a rule
-            items.pop("ppo", None)  # the group's PPO settings (conf/env/bargain.yaml), not a rule
+            for section in SOLVER_SECTIONS:  # the group's tuned solver settings, not rules
+                items.pop(section, None)
             known = {f.name for f in fields(cls)}
             unknown = sorted(set(items) - known)
             if unknown:

@@ -28,6 +28,7 @@ Extra attribute: ``last_outcome`` (``[B]`` int8), how each copy's game ended on 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 import torch
 
@@ -55,6 +56,9 @@ class BargainGame(Game):
     agents = AGENTS
     can_clone = True
     can_save_state = True
+    #: batched game trees: :meth:`tree_roots`, :meth:`tree_step`, :meth:`tree_observe` and
+    #: :meth:`tree_legal` on :class:`BargainNodes`
+    can_traverse = True
     #: payoffs are already discounted by the rules (env.discount); learners add no discount.
     discount = 1.0
     #: what :meth:`clone_state` saves (attribute names without the leading underscore).
@@ -176,16 +180,11 @@ class BargainGame(Game):
         """Apply the acting player's action in every copy (the other player's is ignored)."""
         a1, a2 = self._joint_action(actions)
         situation = self._situation
-        # RULES 4, 5: the transition table holds the next situation and how the game ends for
-        # every (situation, action class); illegal ids fall into classes that walk.
-        classes = self.rules.num_actions + 2
         act = torch.where((situation & 1).bool(), a2, a1)
-        move = act.clamp_(-1, classes - 2).add_(1).add_(situation * classes)
-        following = self._moves.index_select(0, move)
-        outcome = following & 3
+        following, outcome, move = self.transition(situation, act)
         done = outcome != RUNNING
         self.last_outcome = outcome.to(torch.int8)
-        self._situation = following = following >> 2
+        self._situation = following
         index = done.nonzero().squeeze(1) if self.list_ended else None
         reward = self._payoffs(situation, outcome, move, index)
 
@@ -206,16 +205,32 @@ class BargainGame(Game):
             final_obs=final_obs,
         )
 
+    def transition(
+        self, situation: torch.Tensor, act: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The rules' move from ``situation [N]`` (int32) by the mover's action ids ``act [N]``
+        (int64, modified in place): the next situation (0 where the game ended), the outcome
+        (RUNNING, ACCEPTED or WALKED) and ``move``, the row of the rule tables it used."""
+        # RULES 4, 5: the transition table holds the next situation and how the game ends for
+        # every (situation, action class); illegal ids fall into classes that walk.
+        classes = self.rules.num_actions + 2
+        move = act.clamp_(-1, classes - 2).add_(1).add_(situation * classes)
+        following = self._moves.index_select(0, move)
+        return following >> 2, following & 3, move
+
     def _payoffs(
         self,
         situation: torch.Tensor,
         outcome: torch.Tensor,
         move: torch.Tensor,
         index: torch.Tensor | None,
+        deal: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Rewards ``[2, B]`` of a step: zero unless the game ended, computed on the copies in
-        ``index`` (all when None; the scale is zero where a game goes on)."""
-        deal = self._deal
+        ``index`` (all when None; the scale is zero where a game goes on); ``deal`` is the
+        games' deals, by default the current ones."""
+        deal = self._deal if deal is None else deal
+        width = deal.shape[1]
         if index is not None:
             deal, situation = deal.index_select(1, index), situation.index_select(0, index)
             outcome, move = outcome.index_select(0, index), move.index_select(0, index)
@@ -229,7 +244,7 @@ class BargainGame(Game):
         reward = pay.float() / totals.float() * self._scales.index_select(0, move)
         if index is None:
             return reward
-        return torch.zeros(2, self.num_envs, device=self.device).index_copy_(1, index, reward)
+        return torch.zeros(2, width, device=self.device).index_copy_(1, index, reward)
 
     # ------------------------------------------------------------------ optional capabilities
     def clone_state(self) -> dict[str, torch.Tensor]:
@@ -256,11 +271,41 @@ class BargainGame(Game):
         self.restore_state(state)
         self._seeded, self._started = bool(state["seeded"]), bool(state["started"])
 
+    # ------------------------------------------------------------------ tree capability
+    def tree_roots(self, n: int, generator: torch.Generator | None = None) -> BargainNodes:
+        """``n`` fresh games at their first decision, dealt from ``generator`` (by default the
+        game's own; tree methods pass theirs, so that the batch's games are not disturbed)."""
+        deal = self.draw_deals(n, generator)
+        return BargainNodes(deal, torch.zeros(n, dtype=torch.int32, device=self.device))
+
+    def tree_observe(self, nodes: BargainNodes, viewer: int) -> torch.Tensor:
+        """``viewer``'s observation ``[N, obs_dim]`` at each node, as :meth:`step` gives it."""
+        return self.compose(viewer, nodes.situation, self._deal_entries(nodes.deal))
+
+    def tree_legal(self, nodes: BargainNodes) -> torch.Tensor:
+        """The legal actions ``[N, A]`` (bool) of the player to move at each node."""
+        p2 = nodes.player.bool()[:, None]
+        rows = [self._legal_rows[v].index_select(0, nodes.situation) for v in (0, 1)]
+        return torch.where(p2, rows[1], rows[0])
+
+    def tree_step(
+        self, nodes: BargainNodes, action: torch.Tensor
+    ) -> tuple[BargainNodes, torch.Tensor, torch.Tensor]:
+        """The children of ``nodes`` by the mover's ``action [N]``: the child nodes (a finished
+        game's child is its terminal node, situation 0 of the same deal, never stepped again),
+        whether each game ended, and the rewards ``[2, N]`` paid (zero where it goes on)."""
+        act = action.to(self.device, torch.int64).clone()
+        following, outcome, move = self.transition(nodes.situation, act)
+        done = outcome != RUNNING
+        reward = self._payoffs(nodes.situation, outcome, move, None, nodes.deal)
+        return BargainNodes(nodes.deal, following), done, reward
+
     # ------------------------------------------------------------------ deals
-    def draw_deals(self, n: int) -> torch.Tensor:
-        """``n`` deals from the game's generator, int32 ``[2, n, K + 2]``: each player's item
-        values (uniform on ``1..max_value``), total ``M`` and outside offer."""
-        r, g, dev = self.rules, self._generator, self.device
+    def draw_deals(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` deals from ``generator`` (default: the game's), int32 ``[2, n, K + 2]``: each
+        player's item values (uniform on ``1..max_value``), total ``M`` and outside offer."""
+        r, dev = self.rules, self.device
+        g = self._generator if generator is None else generator
         values = torch.randint(
             1, r.max_value + 1, (2, n, r.num_items), generator=g, dtype=torch.int32, device=dev
         )
@@ -349,6 +394,32 @@ class BargainGame(Game):
             acting=self._acting(),
             final_obs=dict(obs),
         )
+
+
+@dataclass(frozen=True)
+class BargainNodes:
+    """Nodes of bargaining game trees, batched: each row is one game's deal (int32
+    ``[2, N, K + 2]``, as :meth:`BargainGame.draw_deals` makes them) and its situation (int32
+    ``[N]``). Tree methods (Deep CFR's traversals) expand thousands of them at once through
+    :meth:`BargainGame.tree_step`; the rows are independent, so selecting and repeating them
+    is plain indexing."""
+
+    deal: torch.Tensor
+    situation: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.situation.shape[0]
+
+    @property
+    def player(self) -> torch.Tensor:
+        """The player to move at each node (0: P1, 1: P2), int64 ``[N]``."""
+        return (self.situation & 1).long()
+
+    def select(self, index: torch.Tensor) -> BargainNodes:
+        """The rows ``index`` (a long index or a bool mask), in that order."""
+        if index.dtype == torch.bool:
+            index = index.nonzero().squeeze(1)
+        return BargainNodes(self.deal.index_select(1, index), self.situation.index_select(0, index))
 
 
 class TerminalObs(Mapping):
