@@ -285,7 +285,7 @@ class NFSPConfig(AlgoConfig):
     total_timesteps: int = 40_000
     steps_per_iteration: int = 10_000
     anticipatory: float = 0.1
-    hidden_sizes: list[int] = field(default_factory=lambda: [64])
+    hidden_sizes: list[int] = field(default_factory=lambda: [128])
     replay_size: int = 200_000
     reservoir_size: int = 2_000_000
     batch_size: int = 128

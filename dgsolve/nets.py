@@ -70,6 +70,18 @@ class TokenTransformer(nn.Module):
         return self.encoder(tokens + self.position).mean(dim=-2)
 
 
+def relu_mlp(in_dim: int, hidden_sizes: Sequence[int], out_dim: int) -> nn.Sequential:
+    """A ReLU MLP with PyTorch's default initialisation and a linear output layer: the network
+    of value-based and regret-based learners (NFSP's DQN and average policy, Deep CFR)."""
+    layers: list[nn.Module] = []
+    width = in_dim
+    for h in hidden_sizes:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    layers.append(nn.Linear(width, out_dim))
+    return nn.Sequential(*layers)
+
+
 def masked_logits(logits: torch.Tensor, legal: torch.Tensor | None) -> torch.Tensor:
     """Illegal actions get the most negative finite logit, so they are never sampled."""
     if legal is None:

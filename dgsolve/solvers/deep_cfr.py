@@ -63,7 +63,7 @@ from dgsolve.games.bargain.reference import BargainGame
 from dgsolve.games.base import Game
 from dgsolve.games.openspiel import apply_chance, require_tree_game
 from dgsolve.hierarchy import Hierarchy
-from dgsolve.nets import masked_logits
+from dgsolve.nets import masked_logits, relu_mlp
 from dgsolve.policy import JointPolicy, NetPolicy
 
 #: seeds the strategy network's training at iteration ``t``: ``seed * STRATEGY_SEED + t``
@@ -85,16 +85,6 @@ def regret_matching(advantages: torch.Tensor, legal: torch.Tensor) -> torch.Tens
 
 
 # --------------------------------------------------------------------------- networks
-def relu_mlp(in_dim: int, hidden_sizes: Sequence[int], out_dim: int) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    width = in_dim
-    for h in hidden_sizes:
-        layers += [nn.Linear(width, h), nn.ReLU()]
-        width = h
-    layers.append(nn.Linear(width, out_dim))
-    return nn.Sequential(*layers)
-
-
 class StrategyNet(nn.Module):
     """The average strategy: information-state tensor → action logits, with the ``distribution``
     / ``sample`` / ``greedy`` surface :class:`~dgsolve.policy.NetPolicy` plays."""

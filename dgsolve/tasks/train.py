@@ -382,6 +382,23 @@ GAME_EVALUATIONS = {
     "bargain": ("bargain", _bargain_evaluation),
     "openspiel": ("eq", _openspiel_evaluation),
 }
+
+
+def _bargain_exact_evaluation(cfg, solver, device: torch.device) -> dict:
+    """Exact NashConv and deviation gains of a bargaining variant small enough for OpenSpiel
+    to walk (one tier only); nothing for the others."""
+    from dgsolve.eval.equilibrium import bargain_exact_report, small_bargain
+
+    hierarchy = solver.hierarchy
+    if not hierarchy.is_simultaneous or not small_bargain(cfg.env):
+        return {}
+    report = bargain_exact_report(cfg.env, solver.joint_policy(), hierarchy, device)
+    return {k: report[k] for k in ("nash_conv", "deviation_gain")}
+
+
+#: further evaluations logged with a family's GAME_EVALUATIONS (history and TensorBoard only;
+#: the summary's ``eq`` section is the final evaluation's)
+EXTRA_EVALUATIONS = {"bargain": ("eq", _bargain_exact_evaluation)}
 SUMMARY_SECTIONS = ("bargain",)
 #: families whose games are turn-based and are evaluated seat by seat: one tier only
 TURN_BASED = ("bargain", "openspiel")
@@ -396,6 +413,9 @@ def log_game_evaluation(
     prefix, evaluate = entry
     report = evaluate(cfg, solver, device)
     values = flatten(report, prefix)
+    if cfg.env.family in EXTRA_EVALUATIONS:
+        extra_prefix, extra = EXTRA_EVALUATIONS[cfg.env.family]
+        values.update(flatten(extra(cfg, solver, device), extra_prefix))
     for tag, value in values.items():
         art.scalar(tag, value, solver.global_step)
     art.history.add_evaluation(solver.global_step, {**values, "wall_time_s": wall_time_s})

@@ -329,3 +329,5 @@ def test_a_run_on_a_small_bargaining_variant_records_its_exact_nash_conv(tmp_pat
     assert eq["deviation_gain"] == pytest.approx(exact["gains"], abs=1e-9)
     assert eq["verdict"]["gaps"]["nash_conv"] == pytest.approx(exact["nash_conv"], abs=1e-9)
     assert set(summary["bargain"]) >= {"self_play", "vs_baselines"}
+    evaluations = json.loads((tmp_path / "history.json").read_text())["evaluations"]
+    assert evaluations["eq/nash_conv"][-1] == pytest.approx(eq["nash_conv"], abs=1e-9)

@@ -143,6 +143,20 @@ def test_transitions_run_from_a_players_decision_to_its_next(monkeypatch):
 
 
 # --------------------------------------------------------------------------- learning
+def test_runs_saved_before_the_optimizer_option_still_load():
+    """A run directory's config from before ``algo.optimizer`` existed rebuilds its solver
+    (with Adam, what it trained with), so its policies can be loaded for task=exploit."""
+    from omegaconf import OmegaConf
+
+    cfg = compose_config(["env=openspiel", "algo=nfsp", "hardware=cpu", "algo.replay_size=100"])
+    algo = OmegaConf.create({k: v for k, v in OmegaConf.to_container(cfg.algo).items()
+                             if k != "optimizer"})  # fmt: skip
+    game = games.make(cfg.env, "cpu")
+    hierarchy = Hierarchy.for_game(cfg.hierarchy, game)
+    solver = solvers.make(algo, game, hierarchy, torch.device("cpu"), 0)
+    assert isinstance(solver.players["player_0"].q_opt, torch.optim.Adam)
+
+
 def test_q_values_learn_the_mean_of_stochastic_returns():
     """Terminal returns -2, 1, 1, 1 of one (state, action): the DQN target's minimiser must be
     their mean, 0.25. A Huber loss (δ = 1) would settle at its M-estimate, 2/3, which biased
