@@ -28,7 +28,8 @@ targets with the squared error, reservoir sampling, learning every 64 steps with
 target network every 300 updates), but Adam at lr 0.001 instead of SGD at 0.01 for both
 networks, and ReLU networks of width 128 (OpenSpiel's). Measured on Kuhn poker (one thread):
 ``dgsolve env=openspiel algo=nfsp`` ends at NashConv 0.282 (seed 0) and 0.276 (seed 1); longer
-runs stay at 0.25–0.28 up to 300k environment steps: the average policy stops improving,
+runs do not improve on that (0.22–0.32 over 300 s, drifting up after two minutes): the average
+policy stops improving,
 because player 0's DQN best response is off by 0.02–0.15 against the average opponent (its
 values at rarely visited states, e.g. holding the king after pass-bet, stay wrong, and the
 greedy response with them), and fictitious play with ε-best responses only reaches an
@@ -70,7 +71,7 @@ class ActionNet(nn.Module):
     ReLU with PyTorch's default initialisation, as DQN and OpenSpiel's NFSP use: with the tanh
     torso of dgsolve's PPO networks, player 0's Kuhn best response drifted further from exact
     over training (0.05 → 0.2) and the average policy's NashConv rose with it (0.27 → 0.40 by
-    300k steps); with ReLU both stay flat (gaps 0.02–0.08, NashConv 0.26–0.28).
+    300k steps); with ReLU the gaps stayed at 0.02–0.08 and NashConv at 0.26–0.28 over 300k.
 
     As a policy (``distribution``, ``sample``, ``greedy``) it is what a
     :class:`~dgsolve.policy.NetPolicy` wraps: the softmax of its masked outputs.
