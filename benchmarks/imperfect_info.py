@@ -18,6 +18,8 @@ poker are two-player zero-sum, so each line also gives the exploitability, NashC
     python benchmarks/imperfect_info.py                          # all, 300 s Kuhn, 600 s Leduc
     python benchmarks/imperfect_info.py games=kuhn_poker methods=dgsolve:cfr,openspiel:nfsp \\
         seconds=60
+    python benchmarks/imperfect_info.py games=leduc_poker methods=dgsolve:deep_cfr \\
+        algo.traversals=375 algo.advantage_steps=375     # dotted keys go to dgsolve's runs
 """
 
 from __future__ import annotations
@@ -157,7 +159,7 @@ def openspiel_deep_cfr(load_string: str, seconds: float, seed: int) -> list[tupl
 
 # --------------------------------------------------------------------------- dgsolve's
 def dgsolve_run(
-    load_string: str, algo: str, seconds: float, seed: int
+    load_string: str, algo: str, seconds: float, seed: int, extra: list[str] = ()
 ) -> list[tuple[float, float]]:
     """``dgsolve env=openspiel env.game=<game> algo=<algo>`` with its defaults, stopped by a
     timer after ``seconds`` of training (SIGINT, as a user would), curve from its history."""
@@ -181,6 +183,7 @@ def dgsolve_run(
         "task.progress=false",
         f"task.eval_every={EVAL_EVERY.get(algo, 5)}",
         *UNTIL_STOPPED.get(algo, []),
+        *extra,
     ]
     with initialize_config_dir(config_dir(), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
@@ -218,7 +221,9 @@ def plot(results: dict, path: Path) -> None:
 
 
 def main(argv: list[str]) -> None:
-    args = dict(a.split("=", 1) for a in argv)
+    # dotted keys (algo.lr=..., task.eval_every=...) are overrides of dgsolve's runs
+    args = dict(a.split("=", 1) for a in argv if "." not in a.split("=", 1)[0])
+    extra = [a for a in argv if "." in a.split("=", 1)[0]]
     games = args.get("games", "kuhn_poker,leduc_poker").split(",")
     methods = args.get("methods", ",".join(METHODS)).split(",")
     seed = int(args.get("seed", 0))
@@ -229,7 +234,7 @@ def main(argv: list[str]) -> None:
         for method in methods:
             source, algo = method.split(":")
             if source == "dgsolve":
-                curve = dgsolve_run(game, algo, seconds, seed)
+                curve = dgsolve_run(game, algo, seconds, seed, extra)
             else:
                 curve = {"nfsp": openspiel_nfsp, "deep_cfr": openspiel_deep_cfr}[algo](
                     game, seconds, seed

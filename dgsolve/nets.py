@@ -89,6 +89,32 @@ def masked_logits(logits: torch.Tensor, legal: torch.Tensor | None) -> torch.Ten
     return torch.where(legal, logits, torch.finfo(logits.dtype).min)
 
 
+class ActionNet(nn.Module):
+    """A :func:`relu_mlp` from an observation to one output per action (Q-values, policy logits
+    or, for Deep CFR, advantages), with the ``distribution`` / ``sample`` / ``greedy`` surface
+    a :class:`~dgsolve.policy.NetPolicy` plays: the softmax of its masked outputs."""
+
+    def __init__(self, obs_dim: int, num_actions: int, hidden_sizes: Sequence[int]):
+        super().__init__()
+        self.body = relu_mlp(obs_dim, hidden_sizes, num_actions)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.body(obs)
+
+    def distribution(self, obs: torch.Tensor, legal: torch.Tensor | None = None) -> Categorical:
+        return Categorical(logits=masked_logits(self(obs), legal), validate_args=False)
+
+    def sample(
+        self, obs: torch.Tensor, legal: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        dist = self.distribution(obs, legal)
+        action = dist.sample()
+        return action, dist.log_prob(action)
+
+    def greedy(self, obs: torch.Tensor, legal: torch.Tensor | None = None) -> torch.Tensor:
+        return masked_logits(self(obs), legal).argmax(-1)
+
+
 class ActorCritic(nn.Module):
     """Separate actor and critic torsos (as in CleanRL's ppo.py) with one action head.
 

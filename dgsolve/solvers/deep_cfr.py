@@ -49,21 +49,20 @@ drawn from the solver's generator.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.distributions import Categorical
 
 from dgsolve.errors import ConfigError, RunDirError
 from dgsolve.games.bargain.reference import BargainGame
 from dgsolve.games.base import Game
 from dgsolve.games.openspiel import apply_chance, require_tree_game
 from dgsolve.hierarchy import Hierarchy
-from dgsolve.nets import masked_logits, relu_mlp
+from dgsolve.nets import ActionNet, masked_logits, relu_mlp
 from dgsolve.policy import JointPolicy, NetPolicy
 
 #: seeds the strategy network's training at iteration ``t``: ``seed * STRATEGY_SEED + t``
@@ -82,32 +81,6 @@ def regret_matching(advantages: torch.Tensor, legal: torch.Tensor) -> torch.Tens
     best = masked_logits(advantages, legal).argmax(-1)
     greedy = torch.nn.functional.one_hot(best, advantages.shape[-1]).to(advantages.dtype)
     return torch.where(total > 0, positive / total.clamp(min=1e-30), greedy)
-
-
-# --------------------------------------------------------------------------- networks
-class StrategyNet(nn.Module):
-    """The average strategy: information-state tensor → action logits, with the ``distribution``
-    / ``sample`` / ``greedy`` surface :class:`~dgsolve.policy.NetPolicy` plays."""
-
-    def __init__(self, obs_dim: int, num_actions: int, hidden_sizes: Sequence[int]):
-        super().__init__()
-        self.body = relu_mlp(obs_dim, hidden_sizes, num_actions)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.body(obs)
-
-    def distribution(self, obs: torch.Tensor, legal: torch.Tensor | None = None) -> Categorical:
-        return Categorical(logits=masked_logits(self(obs), legal), validate_args=False)
-
-    def sample(
-        self, obs: torch.Tensor, legal: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        dist = self.distribution(obs, legal)
-        action = dist.sample()
-        return action, dist.log_prob(action)
-
-    def greedy(self, obs: torch.Tensor, legal: torch.Tensor | None = None) -> torch.Tensor:
-        return masked_logits(self(obs), legal).argmax(-1)
 
 
 # --------------------------------------------------------------------------- reservoir memory
@@ -633,30 +606,22 @@ class DeepCFRSolver:
             net = relu_mlp(self.obs_dim, self.hidden_sizes, self.num_actions)
         return net.to(self.device)
 
-    def _new_strategy_net(self, seed: int = 0) -> StrategyNet:
+    def _new_strategy_net(self, seed: int = 0) -> ActionNet:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            net = StrategyNet(self.obs_dim, self.num_actions, self.hidden_sizes)
+            net = ActionNet(self.obs_dim, self.num_actions, self.hidden_sizes)
         return net.to(self.device)
 
-    @torch.no_grad()
-    def _current_strategy(self, player: int, x: torch.Tensor, legal: torch.Tensor):
-        advantages = self.advantage_nets[player](x.to(self.device)).cpu()
-        return regret_matching(advantages, legal)
-
-    def _fit_advantage(self, player: int) -> float:
-        net, memory = self.advantage_nets[player], self.advantage_memory[player]
-        if len(memory) == 0:
-            return math.nan
-        steps = int(self.cfg.advantage_steps)
+    def _fit(self, net: nn.Module, memory: Reservoir, steps: int, generator, row_loss) -> float:
+        """``steps`` minibatches of ``memory`` (drawn with ``generator``) with annealed Adam on
+        the ``t``-weighted mean of ``row_loss(outputs, legal, target)``; the mean loss."""
         optimiser, schedule = _annealed_adam(net, float(self.cfg.lr), steps)
         total = 0.0
         for _ in range(steps):
             x, legal, target, weight = (
-                b.to(self.device) for b in memory.sample(int(self.cfg.batch_size), self.generator)
+                b.to(self.device) for b in memory.sample(int(self.cfg.batch_size), generator)
             )
-            error = ((net(x) - target) * legal).pow(2).sum(-1)
-            loss = (weight * error).sum() / weight.sum()
+            loss = (weight * row_loss(net(x), legal, target)).sum() / weight.sum()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -664,30 +629,36 @@ class DeepCFRSolver:
             total += loss.item()
         return total / steps
 
+    @torch.no_grad()
+    def _current_strategy(self, player: int, x: torch.Tensor, legal: torch.Tensor):
+        advantages = self.advantage_nets[player](x.to(self.device)).cpu()
+        return regret_matching(advantages, legal)
+
+    def _fit_advantage(self, player: int) -> float:
+        memory = self.advantage_memory[player]
+        if len(memory) == 0:
+            return math.nan
+        return self._fit(
+            self.advantage_nets[player], memory, int(self.cfg.advantage_steps), self.generator,
+            lambda out, legal, target: ((out - target) * legal).pow(2).sum(-1),
+        )  # fmt: skip
+
     def _fit_strategies(self) -> None:
         """Train every player's strategy network anew on its strategy memory, with a generator
         of its own seeded by the iteration (the run's generator is not touched)."""
         generator = torch.Generator().manual_seed(self.seed * STRATEGY_SEED + self.iteration)
+
+        def cross_entropy(out, legal, target):
+            logp = torch.log_softmax(masked_logits(out, legal), dim=-1)
+            return -(target * logp.masked_fill(~legal, 0.0)).sum(-1)
+
         for p in range(self.num_players):
             seed = int(torch.randint(2**62, (1,), generator=generator))
             net = self._new_strategy_net(seed)
             memory = self.strategy_memory[p]
-            loss_sum, steps = 0.0, int(self.cfg.policy_steps)
+            loss = math.nan
             if len(memory):
-                optimiser, schedule = _annealed_adam(net, float(self.cfg.lr), steps)
-                for _ in range(steps):
-                    x, legal, target, weight = (
-                        b.to(self.device)
-                        for b in memory.sample(int(self.cfg.batch_size), generator)
-                    )
-                    logp = torch.log_softmax(masked_logits(net(x), legal), dim=-1)
-                    cross_entropy = -(target * logp.masked_fill(~legal, 0.0)).sum(-1)
-                    loss = (weight * cross_entropy).sum() / weight.sum()
-                    optimiser.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimiser.step()
-                    schedule.step()
-                    loss_sum += loss.item()
+                loss = self._fit(net, memory, int(self.cfg.policy_steps), generator, cross_entropy)
             self.strategy_nets[p] = net
-            self._strategy_loss[p] = loss_sum / steps if len(memory) else math.nan
+            self._strategy_loss[p] = loss
         self._strategy_iteration = self.iteration

@@ -49,52 +49,23 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.distributions import Categorical
 
 from dgsolve.config import Optimizer
 from dgsolve.errors import CapabilityError, ConfigError, RunDirError, TrainingDiverged
 from dgsolve.games.base import Game, TimeStep
 from dgsolve.hierarchy import Hierarchy
-from dgsolve.nets import masked_logits, relu_mlp
+from dgsolve.nets import ActionNet, masked_logits
 from dgsolve.policy import JointPolicy, NetPolicy
 
-
 # --------------------------------------------------------------------------- networks
-class ActionNet(nn.Module):
-    """A ReLU MLP from an observation to one output per action: Q-values or policy logits.
-
-    ReLU with PyTorch's default initialisation, as DQN and OpenSpiel's NFSP use: with the tanh
-    torso of dgsolve's PPO networks, player 0's Kuhn best response drifted further from exact
-    over training (0.05 → 0.2) and the average policy's NashConv rose with it (0.27 → 0.40 by
-    300k steps); with ReLU the gaps stayed at 0.02–0.08 and NashConv at 0.26–0.28 over 300k.
-
-    As a policy (``distribution``, ``sample``, ``greedy``) it is what a
-    :class:`~dgsolve.policy.NetPolicy` wraps: the softmax of its masked outputs.
-    """
-
-    def __init__(self, obs_dim: int, num_actions: int, hidden_sizes: Sequence[int]):
-        super().__init__()
-        self.body = relu_mlp(obs_dim, hidden_sizes, num_actions)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.body(obs)
-
-    def distribution(self, obs: torch.Tensor, legal: torch.Tensor | None = None) -> Categorical:
-        return Categorical(logits=masked_logits(self(obs), legal), validate_args=False)
-
-    def sample(self, obs: torch.Tensor, legal: torch.Tensor | None = None):
-        dist = self.distribution(obs, legal)
-        action = dist.sample()
-        return action, dist.log_prob(action)
-
-    def greedy(self, obs: torch.Tensor, legal: torch.Tensor | None = None) -> torch.Tensor:
-        return masked_logits(self(obs), legal).argmax(-1)
-
+# Both networks are :class:`~dgsolve.nets.ActionNet` (ReLU, PyTorch's default initialisation, as
+# DQN and OpenSpiel's NFSP use). With the tanh torso of dgsolve's PPO networks, player 0's Kuhn
+# best response drifted further from exact over training (0.05 → 0.2) and the average policy's
+# NashConv rose with it (0.27 → 0.40 by 300k steps); with ReLU the gaps stayed at 0.02–0.08 and
+# NashConv at 0.26–0.28 over 300k.
 
 #: the networks' kind, recorded in ``policy.pt`` and checkpoints: earlier versions used tanh
 NETWORK = "relu"

@@ -290,9 +290,9 @@ def _summary_base(cfg, solver, hierarchy: Hierarchy, device) -> dict:
 
 def _evaluate(cfg, solver, hierarchy: Hierarchy, device, art: RunArtifacts, wall) -> dict:
     out = final_evaluation(cfg, solver, hierarchy, device)
-    game_eval = log_game_evaluation(cfg, solver, art, device, wall())
-    if game_eval is not None and cfg.env.family in SUMMARY_SECTIONS:
-        out[cfg.env.family] = game_eval
+    game_eval = log_game_evaluation(cfg, solver, art, device, wall(), eq=out.get("eq", {}))
+    if cfg.env.family in SUMMARY_SECTIONS:
+        out[cfg.env.family] = game_eval[cfg.env.family]
     if cfg.env.family == "openspiel":
         from dgsolve.eval.openspiel_eq import policy_table, write_policy_table
 
@@ -366,60 +366,52 @@ def _bargain_evaluation(cfg, solver, device: torch.device) -> dict:
     return bargain_report(solver.policies(), cfg.env, games_per_match, 20_000 + cfg.seed, device)
 
 
-def _openspiel_evaluation(cfg, solver, device: torch.device) -> dict:
-    """Exact NashConv (and exploitability) of the policy the solver says converges."""
-    from dgsolve.eval.openspiel_eq import nash_conv_of_table, policy_table
+#: the ``eq`` figures logged over training (exact NashConv where the game has it: OpenSpiel games
+#: and small bargaining variants); the summary's ``eq`` section holds them and the verdict
+EQ_CURVE_KEYS = ("nash_conv", "exploitability", "deviation_gain", "values")
 
-    table = policy_table(str(cfg.env.game), solver.joint_policy(), device)
-    return nash_conv_of_table(str(cfg.env.game), table)
+
+def eq_curve(eq: dict | None) -> dict:
+    """The :data:`EQ_CURVE_KEYS` of an ``eq`` section (nothing where there is none)."""
+    return {k: eq[k] for k in EQ_CURVE_KEYS if k in (eq or {})}
+
+
+def _eq_evaluation(cfg, solver, device: torch.device) -> dict:
+    """The exact figures of the policy the solver says converges (the average policy for NFSP
+    and CFR methods), as the final ``eq`` section computes them."""
+    return eq_curve(equilibrium_report(cfg, solver.joint_policy(), solver.hierarchy, device))
 
 
 #: evaluations that only some game families have, run every ``task.eval_every`` iterations and
 #: at the end; their results go to TensorBoard and the history (with the run's wall time) under
-#: the prefix given here. ``bargain`` also goes to ``summary.json`` as ``bargain``; OpenSpiel's
-#: final figures are the summary's ``eq`` section (:mod:`dgsolve.eval.equilibrium`).
+#: their prefix. ``bargain`` also goes to ``summary.json`` as ``bargain``; the final ``eq``
+#: figures are the summary's ``eq`` section (:mod:`dgsolve.eval.equilibrium`), computed once.
 GAME_EVALUATIONS = {
-    "bargain": ("bargain", _bargain_evaluation),
-    "openspiel": ("eq", _openspiel_evaluation),
+    "bargain": (("bargain", _bargain_evaluation), ("eq", _eq_evaluation)),
+    "openspiel": (("eq", _eq_evaluation),),
 }
-
-
-def _bargain_exact_evaluation(cfg, solver, device: torch.device) -> dict:
-    """Exact NashConv and deviation gains of a bargaining variant small enough for OpenSpiel
-    to walk (one tier only); nothing for the others."""
-    from dgsolve.eval.equilibrium import bargain_exact_report, small_bargain
-
-    hierarchy = solver.hierarchy
-    if not hierarchy.is_simultaneous or not small_bargain(cfg.env):
-        return {}
-    report = bargain_exact_report(cfg.env, solver.joint_policy(), hierarchy, device)
-    return {k: report[k] for k in ("nash_conv", "deviation_gain")}
-
-
-#: further evaluations logged with a family's GAME_EVALUATIONS (history and TensorBoard only;
-#: the summary's ``eq`` section is the final evaluation's)
-EXTRA_EVALUATIONS = {"bargain": ("eq", _bargain_exact_evaluation)}
 SUMMARY_SECTIONS = ("bargain",)
 #: families whose games are turn-based and are evaluated seat by seat: one tier only
 TURN_BASED = ("bargain", "openspiel")
 
 
 def log_game_evaluation(
-    cfg, solver, art: RunArtifacts, device: torch.device, wall_time_s: float
-) -> dict | None:
-    entry = GAME_EVALUATIONS.get(cfg.env.family)
-    if entry is None:
-        return None
-    prefix, evaluate = entry
-    report = evaluate(cfg, solver, device)
-    values = flatten(report, prefix)
-    if cfg.env.family in EXTRA_EVALUATIONS:
-        extra_prefix, extra = EXTRA_EVALUATIONS[cfg.env.family]
-        values.update(flatten(extra(cfg, solver, device), extra_prefix))
-    for tag, value in values.items():
-        art.scalar(tag, value, solver.global_step)
-    art.history.add_evaluation(solver.global_step, {**values, "wall_time_s": wall_time_s})
-    return report
+    cfg, solver, art: RunArtifacts, device: torch.device, wall_time_s: float, eq=None
+) -> dict[str, dict]:
+    """Run the family's :data:`GAME_EVALUATIONS` and log them; ``eq``: the final evaluation's
+    ``eq`` section, used instead of computing it again. Returns the reports by prefix."""
+    reports, values = {}, {}
+    for prefix, evaluate in GAME_EVALUATIONS.get(cfg.env.family, ()):
+        if prefix == "eq" and eq is not None:
+            reports[prefix] = eq_curve(eq)
+        else:
+            reports[prefix] = evaluate(cfg, solver, device)
+        values.update(flatten(reports[prefix], prefix))
+    if values:
+        for tag, value in values.items():
+            art.scalar(tag, value, solver.global_step)
+        art.history.add_evaluation(solver.global_step, {**values, "wall_time_s": wall_time_s})
+    return reports
 
 
 def flatten(tree: dict, prefix: str) -> dict[str, float]:
