@@ -268,13 +268,14 @@ class DeepCFRConfig(AlgoConfig):
     name: str = "deep_cfr"
     solver: str = "deep_cfr"
     iterations: int = 100
-    traversals: int = 1000
-    advantage_steps: int = 200
-    policy_steps: int = 2000
-    batch_size: int = 512
-    memory_size: int = 1_000_000
+    traversals: int = 375
+    advantage_steps: int = 375
+    policy_steps: int = 2500
+    batch_size: int = 256
+    memory_size: int = 100_000
     lr: float = 1e-3
-    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
+    hidden_sizes: list[int] = field(default_factory=lambda: [64])
+    layer_norm: bool = True
     sampled_actions: int | None = None
 
 

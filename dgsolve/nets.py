@@ -70,14 +70,19 @@ class TokenTransformer(nn.Module):
         return self.encoder(tokens + self.position).mean(dim=-2)
 
 
-def relu_mlp(in_dim: int, hidden_sizes: Sequence[int], out_dim: int) -> nn.Sequential:
+def relu_mlp(
+    in_dim: int, hidden_sizes: Sequence[int], out_dim: int, layer_norm: bool = False
+) -> nn.Sequential:
     """A ReLU MLP with PyTorch's default initialisation and a linear output layer: the network
-    of value-based and regret-based learners (NFSP's DQN and average policy, Deep CFR)."""
+    of value-based and regret-based learners (NFSP's DQN and average policy, Deep CFR).
+    ``layer_norm``: a LayerNorm (Ba et al. 2016) of the last hidden layer before the output."""
     layers: list[nn.Module] = []
     width = in_dim
     for h in hidden_sizes:
         layers += [nn.Linear(width, h), nn.ReLU()]
         width = h
+    if layer_norm:
+        layers.append(nn.LayerNorm(width))
     layers.append(nn.Linear(width, out_dim))
     return nn.Sequential(*layers)
 
@@ -94,9 +99,15 @@ class ActionNet(nn.Module):
     or, for Deep CFR, advantages), with the ``distribution`` / ``sample`` / ``greedy`` surface
     a :class:`~dgsolve.policy.NetPolicy` plays: the softmax of its masked outputs."""
 
-    def __init__(self, obs_dim: int, num_actions: int, hidden_sizes: Sequence[int]):
+    def __init__(
+        self,
+        obs_dim: int,
+        num_actions: int,
+        hidden_sizes: Sequence[int],
+        layer_norm: bool = False,
+    ):
         super().__init__()
-        self.body = relu_mlp(obs_dim, hidden_sizes, num_actions)
+        self.body = relu_mlp(obs_dim, hidden_sizes, num_actions, layer_norm)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.body(obs)

@@ -16,8 +16,16 @@ iteration ``t`` and each player ``p`` in turn:
    ``algo.advantage_steps`` minibatches on the whole memory, loss ``Σ t · ‖V(I) − r(I)‖²`` over
    the legal actions, divided by ``Σ t`` (linear CFR: iteration ``t`` weighs ``t``).
 
-Every network is fitted with Adam at ``algo.lr`` decayed linearly to 0 over its fit (the paper
-keeps the rate fixed; the decay makes the fitted network less dependent on its last batches).
+Networks: ReLU MLPs (``algo.hidden_sizes``) whose last hidden layer is normalised (LayerNorm,
+Ba et al. 2016; ``algo.layer_norm``) before the linear output, as OpenSpiel's Deep CFR does:
+sampled regrets differ by orders of magnitude between information sets, and the normalised
+features keep the fit from being led by the largest. Measured on Leduc poker (OpenSpiel's example
+settings, seed 0): NashConv 2.09 / 1.81 after 10 / 20 iterations without it, 1.28 / 0.71 with
+it. Advantage networks are fitted with Adam at the constant rate ``algo.lr``, as in the paper
+(decaying it to 0 over each fit left them under-fitted: Leduc NashConv 3.0 against 1.8–2.1 at
+10–30 iterations); the strategy network's rate decays linearly to 0 over its fit, so the
+average policy that plays is not one noisy minibatch away from the memory's minimiser (four
+refits of one Kuhn memory: NashConv 0.047–0.051 decayed, 0.048–0.071 constant).
 
 The average strategy, which converges to a Nash equilibrium in two-player zero-sum games, is a
 per-player strategy network trained for ``algo.policy_steps`` minibatches on the strategy memory
@@ -400,14 +408,6 @@ def _resolve_chance(states: list, generator: torch.Generator) -> None:
         pending = [s for s in pending if s.is_chance_node()]
 
 
-def _annealed_adam(net: nn.Module, lr: float, steps: int):
-    """Adam at ``lr``, decayed linearly to 0 over ``steps``: the fit ends on small steps, so the
-    network it leaves is not one noisy minibatch away from the memory's minimiser."""
-    optimiser = torch.optim.Adam(net.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda i: 1 - i / steps)
-    return optimiser, schedule
-
-
 # --------------------------------------------------------------------------- the solver
 class DeepCFRSolver:
     """``algo=deep_cfr``: one Deep CFR iteration (both players, in turn) per ``step()``,
@@ -453,6 +453,7 @@ class DeepCFRSolver:
             self.num_actions = self.os_game.num_distinct_actions()
             self.obs_dim = self.os_game.information_state_tensor_size()
         self.hidden_sizes = [int(h) for h in cfg.hidden_sizes]
+        self.layer_norm = bool(cfg.get("layer_norm", False))
         self.seed = int(seed)
         self.num_iterations = int(cfg.iterations)
         self.iteration = 0
@@ -573,6 +574,7 @@ class DeepCFRSolver:
             "game": self.load_string,
             "iterations": self.global_step,
             "hidden_sizes": list(self.hidden_sizes),
+            "layer_norm": self.layer_norm,
             "strategy_nets": [net.state_dict() for net in self.strategy_nets],
         }
 
@@ -582,6 +584,12 @@ class DeepCFRSolver:
             raise RunDirError(
                 f"policy.pt was not written by algo=deep_cfr on {self.load_string}; rebuild the "
                 "run's policies with the algo and game it was trained with"
+            )
+        if bool(state.get("layer_norm", False)) != self.layer_norm:
+            raise RunDirError(
+                f"policy.pt's strategy networks have layer_norm={state.get('layer_norm', False)}"
+                f", this run's algo.layer_norm={self.layer_norm}; rebuild the run's policies "
+                "with the config it was trained with"
             )
         for net, s in zip(self.strategy_nets, state["strategy_nets"], strict=True):
             net.load_state_dict(s)
@@ -603,19 +611,25 @@ class DeepCFRSolver:
     def _new_advantage_net(self) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=self.generator)))
-            net = relu_mlp(self.obs_dim, self.hidden_sizes, self.num_actions)
+            net = relu_mlp(self.obs_dim, self.hidden_sizes, self.num_actions, self.layer_norm)
         return net.to(self.device)
 
     def _new_strategy_net(self, seed: int = 0) -> ActionNet:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            net = ActionNet(self.obs_dim, self.num_actions, self.hidden_sizes)
+            net = ActionNet(self.obs_dim, self.num_actions, self.hidden_sizes, self.layer_norm)
         return net.to(self.device)
 
-    def _fit(self, net: nn.Module, memory: Reservoir, steps: int, generator, row_loss) -> float:
-        """``steps`` minibatches of ``memory`` (drawn with ``generator``) with annealed Adam on
-        the ``t``-weighted mean of ``row_loss(outputs, legal, target)``; the mean loss."""
-        optimiser, schedule = _annealed_adam(net, float(self.cfg.lr), steps)
+    def _fit(
+        self, net: nn.Module, memory: Reservoir, steps: int, generator, row_loss, anneal: bool
+    ) -> float:
+        """``steps`` minibatches of ``memory`` (drawn with ``generator``) with Adam on the
+        ``t``-weighted mean of ``row_loss(outputs, legal, target)``, at ``algo.lr`` throughout
+        or, with ``anneal``, decayed linearly to 0 over the fit; the mean loss."""
+        optimiser = torch.optim.Adam(net.parameters(), lr=float(self.cfg.lr))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimiser, (lambda i: 1 - i / steps) if anneal else (lambda i: 1.0)
+        )
         total = 0.0
         for _ in range(steps):
             x, legal, target, weight = (
@@ -640,7 +654,7 @@ class DeepCFRSolver:
             return math.nan
         return self._fit(
             self.advantage_nets[player], memory, int(self.cfg.advantage_steps), self.generator,
-            lambda out, legal, target: ((out - target) * legal).pow(2).sum(-1),
+            lambda out, legal, target: ((out - target) * legal).pow(2).sum(-1), False,
         )  # fmt: skip
 
     def _fit_strategies(self) -> None:
@@ -658,7 +672,9 @@ class DeepCFRSolver:
             memory = self.strategy_memory[p]
             loss = math.nan
             if len(memory):
-                loss = self._fit(net, memory, int(self.cfg.policy_steps), generator, cross_entropy)
+                loss = self._fit(
+                    net, memory, int(self.cfg.policy_steps), generator, cross_entropy, True
+                )
             self.strategy_nets[p] = net
             self._strategy_loss[p] = loss
         self._strategy_iteration = self.iteration
