@@ -34,7 +34,10 @@ because player 0's DQN best response is off by 0.02–0.15 against the average o
 values at rarely visited states, e.g. holding the king after pass-bet, stay wrong, and the
 greedy response with them), and fictitious play with ε-best responses only reaches an
 O(ε)-equilibrium. Tried without success: 4-8x more updates, a replay buffer of 30k, a constant
-ε, plain SGD at lr 0.01 (``algo.optimizer=sgd``, OpenSpiel's) and wider batches; the squared
+ε, plain SGD at lr 0.01 (``algo.optimizer=sgd``, OpenSpiel's), wider batches, and (300 s on
+Kuhn, seed 0, NashConv at the end) LayerNorm before the outputs (0.266), storing the greedy
+action instead of the ε-greedy one in the reservoir (0.315) and that with Double DQN targets
+(van Hasselt et al. 2016; 0.294), against 0.302 without any of them; the squared
 error and ReLU (in place of Huber and tanh) stopped the drift upwards (to 0.40) the first
 version had. Hence the
 short default budget in ``conf/algo/nfsp.yaml``; the issue's target (exploitability 0.08, i.e.
