@@ -627,8 +627,10 @@ class DeepCFRSolver:
         ``t``-weighted mean of ``row_loss(outputs, legal, target)``, at ``algo.lr`` throughout
         or, with ``anneal``, decayed linearly to 0 over the fit; the mean loss."""
         optimiser = torch.optim.Adam(net.parameters(), lr=float(self.cfg.lr))
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimiser, (lambda i: 1 - i / steps) if anneal else (lambda i: 1.0)
+        schedule = (
+            torch.optim.lr_scheduler.LambdaLR(optimiser, lambda i: 1 - i / steps)
+            if anneal
+            else None
         )
         total = 0.0
         for _ in range(steps):
@@ -639,7 +641,8 @@ class DeepCFRSolver:
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            schedule.step()
+            if schedule is not None:
+                schedule.step()
             total += loss.item()
         return total / steps
 

@@ -26,26 +26,27 @@ Variant: the algorithm of the paper's Algorithm 1 with OpenSpiel's choices
 (``open_spiel/python/pytorch/nfsp.py``: η = 0.1, ε linearly from 0.06 to 0.001, plain DQN
 targets with the squared error, reservoir sampling, learning every 64 steps with batches of 128,
 target network every 300 updates), but Adam at lr 0.001 instead of SGD at 0.01 for both
-networks, and ReLU networks of width 128 (OpenSpiel's). Measured on Kuhn poker (one thread):
-``dgsolve env=openspiel algo=nfsp`` ends at NashConv 0.282 (seed 0) and 0.276 (seed 1); longer
-runs do not improve on that (0.22–0.32 over 300 s, drifting up after two minutes): the average
-policy stops improving,
-because player 0's DQN best response is off by 0.02–0.15 against the average opponent (its
-values at rarely visited states, e.g. holding the king after pass-bet, stay wrong, and the
-greedy response with them), and fictitious play with ε-best responses only reaches an
-O(ε)-equilibrium. Tried without success: 4-8x more updates, a replay buffer of 30k, a constant
-ε, plain SGD at lr 0.01 (``algo.optimizer=sgd``, OpenSpiel's), wider batches, and (300 s on
-Kuhn, seed 0, NashConv at the end) LayerNorm before the outputs (0.266), storing the greedy
-action instead of the ε-greedy one in the reservoir (0.315) and that with Double DQN targets
-(van Hasselt et al. 2016; 0.294), against 0.302 without any of them; the squared
-error and ReLU (in place of Huber and tanh) stopped the drift upwards (to 0.40) the first
-version had. Hence the
-short default budget in ``conf/algo/nfsp.yaml``; the issue's target (exploitability 0.08, i.e.
-NashConv 0.16, within 300 s) is not reached. ``global_step`` counts environment steps summed
-over ``env.num_envs`` copies; one :meth:`NFSPSolver.step` plays ``steps_per_iteration`` of them
-(the unit of evaluation and checkpoints) and starts from fresh games, so that a checkpoint
-needs no game state (OpenSpiel states cannot be saved) and a resumed run continues exactly;
-transitions still unfinished when a step ends are dropped.
+networks, and ReLU networks of width 128 (OpenSpiel's).
+
+Measured on Kuhn poker (one thread): ``dgsolve env=openspiel algo=nfsp`` ends at NashConv 0.282
+(seed 0) and 0.276 (seed 1); longer runs do not improve on that (0.22–0.32 over 300 s). The
+average policy stops improving because player 0's DQN best response is off by 0.02–0.15
+against the average opponent (its values at rarely visited states, e.g. holding the king after
+pass-bet, stay wrong, and the greedy response with them), and fictitious play with ε-best
+responses only reaches an O(ε)-equilibrium. The squared error and ReLU (in place of Huber and
+tanh) stopped the drift upwards (to 0.40) of the first version. Tried without success: 4-8x
+more updates, a replay buffer of 30k, a constant ε, plain SGD at lr 0.01
+(``algo.optimizer=sgd``, OpenSpiel's), wider batches, and (300 s, seed 0, final NashConv,
+against 0.302 without any of them) LayerNorm before the outputs (0.266), the greedy action
+instead of the ε-greedy one in the reservoir (0.315), and that with Double DQN targets (van
+Hasselt et al. 2016; 0.294). Hence the short default budget in ``conf/algo/nfsp.yaml``; the
+issue's target (exploitability 0.08, i.e. NashConv 0.16, within 300 s) is not reached.
+
+``global_step`` counts environment steps summed over ``env.num_envs`` copies; one
+:meth:`NFSPSolver.step` plays ``steps_per_iteration`` of them (the unit of evaluation and
+checkpoints) and starts from fresh games, so that a checkpoint needs no game state (OpenSpiel
+states cannot be saved) and a resumed run continues exactly; transitions still unfinished when a
+step ends are dropped.
 """
 
 from __future__ import annotations
