@@ -159,10 +159,20 @@ def openspiel_deep_cfr(load_string: str, seconds: float, seed: int) -> list[tupl
 
 # --------------------------------------------------------------------------- dgsolve's
 def dgsolve_run(
-    load_string: str, algo: str, seconds: float, seed: int, extra: list[str] = ()
+    load_string: str,
+    algo: str,
+    seconds: float,
+    seed: int,
+    extra: list[str] = (),
+    until_stopped: dict[str, list[str]] = UNTIL_STOPPED,
+    eval_every: dict[str, int] = EVAL_EVERY,
+    aliases: dict[str, str] | None = None,
 ) -> list[tuple[float, float]]:
     """``dgsolve env=openspiel env.game=<game> algo=<algo>`` with its defaults, stopped by a
-    timer after ``seconds`` of training (SIGINT, as a user would), curve from its history."""
+    timer after ``seconds`` of training (SIGINT, as a user would), curve from its history;
+    ``until_stopped[algo]`` and ``eval_every[algo]`` as :data:`UNTIL_STOPPED` and
+    :data:`EVAL_EVERY`; ``aliases[algo]``: the algo config a method name runs (its own name
+    where it has none), the method's own settings in ``until_stopped``."""
     import os
     import signal
     import threading
@@ -177,12 +187,12 @@ def dgsolve_run(
     overrides = [
         "env=openspiel",
         f"env.game={load_string}",
-        f"algo={algo}",
+        f"algo={(aliases or {}).get(algo, algo)}",
         f"seed={seed}",
         "hardware=cpu",
         "task.progress=false",
-        f"task.eval_every={EVAL_EVERY.get(algo, 5)}",
-        *UNTIL_STOPPED.get(algo, []),
+        f"task.eval_every={eval_every.get(algo, 5)}",
+        *until_stopped.get(algo, []),
         *extra,
     ]
     with initialize_config_dir(config_dir(), version_base="1.3"):
@@ -220,25 +230,37 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str]) -> None:
+def main(
+    argv: list[str],
+    methods: tuple[str, ...] = METHODS,
+    openspiel_methods: dict | None = None,
+    default_seconds: dict[str, float] = DEFAULT_SECONDS,
+    plot_name: str = "imperfect_info.png",
+    **dgsolve_budgets,
+) -> None:
+    """Run every ``game`` × ``method`` of ``argv`` (``games=``, ``methods=``, ``seconds=``,
+    ``seed=``, ``out=``, dotted dgsolve overrides), print the curves and plot them.
+    ``openspiel_methods``: ``{algo: f(load_string, seconds, seed) -> curve}`` for
+    ``openspiel:<algo>`` (OpenSpiel's NFSP and Deep CFR by default); ``dgsolve_budgets`` go to
+    :func:`dgsolve_run`."""
+    if openspiel_methods is None:
+        openspiel_methods = {"nfsp": openspiel_nfsp, "deep_cfr": openspiel_deep_cfr}
     # dotted keys (algo.lr=..., task.eval_every=...) are overrides of dgsolve's runs
     args = dict(a.split("=", 1) for a in argv if "." not in a.split("=", 1)[0])
     extra = [a for a in argv if "." in a.split("=", 1)[0]]
     games = args.get("games", "kuhn_poker,leduc_poker").split(",")
-    methods = args.get("methods", ",".join(METHODS)).split(",")
+    methods = args.get("methods", ",".join(methods)).split(",")
     seed = int(args.get("seed", 0))
     out = Path(args.get("out", "."))
     results = {}
     for game in games:
-        seconds = float(args.get("seconds", DEFAULT_SECONDS.get(game, 300)))
+        seconds = float(args.get("seconds", default_seconds.get(game, 300)))
         for method in methods:
             source, algo = method.split(":")
             if source == "dgsolve":
-                curve = dgsolve_run(game, algo, seconds, seed, extra)
+                curve = dgsolve_run(game, algo, seconds, seed, extra, **dgsolve_budgets)
             else:
-                curve = {"nfsp": openspiel_nfsp, "deep_cfr": openspiel_deep_cfr}[algo](
-                    game, seconds, seed
-                )
+                curve = openspiel_methods[algo](game, seconds, seed)
             results[(game, method)] = curve
             for wall, conv in curve:
                 emit(game=game, method=method, wall_time_s=round(wall, 2), nash_conv=conv,
@@ -246,7 +268,7 @@ def main(argv: list[str]) -> None:
             final = curve[-1] if curve else (None, None)
             emit(game=game, method=method, seconds=seconds, seed=seed, final_nash_conv=final[1],
                  final_exploitability=None if final[1] is None else final[1] / 2)  # fmt: skip
-    plot(results, out / "imperfect_info.png")
+    plot(results, out / plot_name)
 
 
 if __name__ == "__main__":

@@ -231,9 +231,12 @@ class RunArtifacts:
         _save_fig(fig, plots / "returns.png")
         plt.close(fig)
 
-        # PPO's three curves; a solver that logs others (CFR's nash_conv) gets its own
+        # PPO's three curves, or PSRO's (NashConv, the meta-game's welfare, the populations);
+        # a solver that logs others (CFR's nash_conv) gets its own
         logged = {k for rec in self.history.updates.values() for k in rec if k != "env_step"}
-        keys = [k for k in ("policy_loss", "value_loss", "entropy") if k in logged]
+        keys = []
+        for preferred in (("policy_loss", "value_loss", "entropy"), PSRO_CURVES):
+            keys = keys or [k for k in preferred if k in logged]
         keys = keys or sorted(logged)[:3] or ["policy_loss"]
         fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), squeeze=False)
         for ax, key in zip(axes[0], keys, strict=True):
@@ -265,6 +268,10 @@ class RunArtifacts:
             self._writer.flush()
             self._writer.close()
             self._writer = None
+
+
+#: PSRO's curves in ``plots/losses.png``, per iteration
+PSRO_CURVES = ("nash_conv", "meta_welfare", "population")
 
 
 def _ema(values: np.ndarray) -> np.ndarray:

@@ -186,6 +186,7 @@ class BargainEnvConfig(BargainConfig):
     ppo: dict[str, Any] = field(default_factory=dict)
     deep_cfr: dict[str, Any] = field(default_factory=dict)
     nfsp: dict[str, Any] = field(default_factory=dict)
+    psro: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -299,6 +300,36 @@ class NFSPConfig(AlgoConfig):
     optimizer: Optimizer = Optimizer.adam
 
 
+class Oracle(str, Enum):
+    exact = "exact"
+    ppo = "ppo"
+
+
+@dataclass
+class PSROLearnerConfig:
+    """The PPO learner of each best response under ``algo.oracle=ppo`` (PPOConfig's fields)."""
+
+    num_steps: int = 16
+    num_epochs: int = 4
+    num_minibatches: int = 4
+    lr: float = 3e-4
+    ent_coef: float = 0.01
+    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
+
+
+@dataclass
+class PSROConfig(AlgoConfig):
+    name: str = "psro"
+    solver: str = "psro"
+    oracle: Oracle = Oracle.exact
+    iterations: int = 300
+    max_policies: int = 300
+    meta_solver: str = "nash"
+    sims_per_entry: int | None = None
+    br_steps: int = 50_000
+    ppo: PSROLearnerConfig = field(default_factory=PSROLearnerConfig)
+
+
 # --------------------------------------------------------------------------- root
 @dataclass
 class DGSolveConfig:
@@ -331,6 +362,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "cfr": CFRConfig,
         "deep_cfr": DeepCFRConfig,
         "nfsp": NFSPConfig,
+        "psro": PSROConfig,
     },
     "hierarchy": {"hierarchy": HierarchyConfig},
     "hardware": {"hardware": HardwareConfig},

@@ -96,6 +96,64 @@ class UniformPolicy:
         return low + (high - low) * u
 
 
+class MixturePolicy:
+    """A mixed strategy over policies, drawn once per game: each game copy plays one of
+    ``members``, chosen with probability ``weights`` at its episode's start.
+
+    ``new_episodes(started)`` draws a member afresh for the copies where an episode starts (the
+    game views of :mod:`dgsolve.games.frozen` call it); until then a copy keeps its member, so a
+    copy's whole episode is played by one policy, as a mixed strategy prescribes. A batch of
+    another size than the last (another game) draws members for all its rows. ``generator`` (on
+    the device the observations live on) makes the draws reproducible.
+    """
+
+    def __init__(
+        self,
+        members: list[Policy],
+        weights,
+        generator: torch.Generator | None = None,
+    ):
+        weights = torch.as_tensor(np.asarray(weights, np.float64))
+        if len(members) != len(weights) or not len(members) or (weights < 0).any():
+            raise ValueError("a mixture needs one weight ≥ 0 per member, and a member")
+        self.members, self.weights, self.generator = (
+            list(members),
+            weights / weights.sum(),
+            generator,
+        )
+        self.assignment: torch.Tensor | None = None
+
+    def new_episodes(self, started: torch.Tensor) -> None:
+        """Draw members for the copies where ``started`` (``[B]`` bool) is true."""
+        if self.assignment is None or len(self.assignment) != len(started):
+            self.assignment = self._draw(len(started), started.device)
+            return
+        fresh = self._draw(len(started), started.device)
+        self.assignment = torch.where(started, fresh, self.assignment)
+
+    def _draw(self, rows: int, device) -> torch.Tensor:
+        weights = self.weights.to(device=device, dtype=torch.float32)
+        return torch.multinomial(weights, rows, replacement=True, generator=self.generator)
+
+    @torch.no_grad()
+    def act(
+        self, obs: torch.Tensor, legal: torch.Tensor | None = None, greedy: bool = False
+    ) -> torch.Tensor:
+        rows = obs.shape[0]
+        if self.assignment is None or len(self.assignment) != rows:
+            self.new_episodes(torch.ones(rows, dtype=torch.bool, device=obs.device))
+        out = None
+        for k in torch.unique(self.assignment).tolist():
+            where = self.assignment == k
+            chosen = self.members[k].act(
+                obs[where], None if legal is None else legal[where], greedy
+            )
+            if out is None:
+                out = chosen.new_zeros((rows, *chosen.shape[1:]))
+            out[where] = chosen
+        return out
+
+
 class JointPolicy:
     """Every agent's policy, played tier by tier within one environment step.
 

@@ -220,6 +220,16 @@ RULES: dict[str, Rule] = {
     "algo.target_update": COUNT,
     "algo.epsilon_start": PROBABILITY,
     "algo.epsilon_end": PROBABILITY,
+    # algo: psro (iterations as above)
+    "algo.max_policies": COUNT,
+    "algo.sims_per_entry": OrNull(COUNT),  # null: the exact empirical game
+    "algo.br_steps": COUNT,
+    "algo.ppo.num_steps": COUNT,
+    "algo.ppo.num_epochs": COUNT,
+    "algo.ppo.num_minibatches": COUNT,
+    "algo.ppo.lr": Real(low=0, high=1, low_open=True),
+    "algo.ppo.ent_coef": NONNEGATIVE,
+    "algo.ppo.hidden_sizes": ListOf(COUNT),
     # task: train
     "task.eval_episodes": COUNT,
     "task.eval_every": Int(min=0),  # 0 = at the end only

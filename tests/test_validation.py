@@ -21,7 +21,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from dgsolve.cli import config_dir
-from dgsolve.config import SCHEMAS, DGSolveConfig, HardwareConfig, HierarchyConfig
+from dgsolve.config import (
+    SCHEMAS,
+    DGSolveConfig,
+    HardwareConfig,
+    HierarchyConfig,
+    PSROLearnerConfig,
+)
 from dgsolve.errors import ConfigError
 from dgsolve.validation import (
     FAMILY_RULES,
@@ -104,6 +110,7 @@ def schema_paths() -> list[tuple[type, str, str | None]]:
     dataclasses a schema inherits from (e.g. MatrixConfig behind MatrixEnvConfig)."""
     schemas = [(DGSolveConfig, ""), (HardwareConfig, "hardware."), (HierarchyConfig, "hierarchy.")]
     schemas += [(cls, f"{group}.") for group, named in SCHEMAS.items() for cls in named.values()]
+    schemas.append((PSROLearnerConfig, "algo.ppo."))  # nested in PSROConfig
     out = []
     for cls, prefix in schemas:
         family = None
@@ -259,6 +266,16 @@ BAD = [(("env=simple_adversary",), value, shown) for value, shown in MEASURED] +
     (("algo=nfsp",), "algo.target_update=0", "algo.target_update=0"),
     (("algo=nfsp",), "algo.epsilon_start=-0.1", "algo.epsilon_start=-0.1"),
     (("algo=nfsp",), "algo.epsilon_end=2", "algo.epsilon_end=2.0"),
+    # algo: psro
+    (("algo=psro",), "algo.max_policies=0", "algo.max_policies=0"),
+    (("algo=psro",), "algo.sims_per_entry=0", "algo.sims_per_entry=0"),
+    (("algo=psro",), "algo.br_steps=-1", "algo.br_steps=-1"),
+    (("algo=psro",), "algo.ppo.num_steps=0", "algo.ppo.num_steps=0"),
+    (("algo=psro",), "algo.ppo.num_epochs=0", "algo.ppo.num_epochs=0"),
+    (("algo=psro",), "algo.ppo.num_minibatches=0", "algo.ppo.num_minibatches=0"),
+    (("algo=psro",), "algo.ppo.lr=2", "algo.ppo.lr=2.0"),
+    (("algo=psro",), "algo.ppo.ent_coef=-1", "algo.ppo.ent_coef=-1.0"),
+    (("algo=psro",), "algo.ppo.hidden_sizes=[0]", "algo.ppo.hidden_sizes=[0]"),
     # through the game's ppo section: list elements are not type-checked on interpolation
     (BARGAIN_PPO, "env.ppo.hidden_sizes=[true]", "algo.hidden_sizes=[true]"),
     (BARGAIN_PPO, "env.ppo.hidden_sizes=5", "algo.hidden_sizes=5"),

@@ -93,6 +93,7 @@ def bargain_exact_report(
     from dgsolve.eval.bargain_exact import bargain_nash_conv
     from dgsolve.games.bargain.openspiel_game import load_string
     from dgsolve.games.bargain.rules import BargainRules
+    from dgsolve.policy import MixturePolicy
 
     rules = BargainRules.from_config(dict(env_cfg.items()))
     if not hierarchy.is_simultaneous:
@@ -101,6 +102,14 @@ def bargain_exact_report(
             "reference_error": (
                 "exact NashConv needs hierarchy=simultaneous: a policy that sees the other "
                 "tier's action is not a policy of the game"
+            ),
+        }
+    if any(isinstance(p, MixturePolicy) for p in joint.policies.values()):
+        return {
+            "game": load_string(rules),
+            "reference_error": (
+                "the policies are mixtures of policies (PSRO's meta-strategy), which no one "
+                "policy of the Markov observation plays; measure them with task=exploit"
             ),
         }
     out = bargain_nash_conv(rules, joint, device)

@@ -76,7 +76,9 @@ class FixedOpponents(Game):
         return self._spec
 
     def reset(self, seed: int | None = None) -> TimeStep:
-        return self._view(self.game.reset(seed=seed))
+        ts = self.game.reset(seed=seed)
+        self._new_episodes(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
+        return self._view(ts)
 
     def step(self, actions: dict[str, torch.Tensor]) -> TimeStep:
         if self._ts is None:
@@ -84,12 +86,21 @@ class FixedOpponents(Game):
         ts = self._ts
         joint = {**self._decided, self.learner: actions[self.learner]}
         joint.update(self._frozen(self._after_learner, ts.obs, ts.legal, ts.acting, joint))
-        return self._view(self.game.step(joint))
+        after = self.game.step(joint)
+        self._new_episodes(after.done)
+        return self._view(after)
 
     def close(self) -> None:
         self.game.close()
 
     # ------------------------------------------------------------------ internals
+    def _new_episodes(self, started: torch.Tensor) -> None:
+        """Tell frozen mixed strategies (:class:`~dgsolve.policy.MixturePolicy`) where new
+        episodes start, so that each draws its member per episode."""
+        for agent, policy in self.target.policies.items():
+            if agent != self.learner and hasattr(policy, "new_episodes"):
+                policy.new_episodes(started)
+
     @torch.no_grad()
     def _frozen(self, tiers, obs, legal, acting, seen: dict) -> dict[str, torch.Tensor]:
         """The frozen agents' sampled actions in ``tiers``, tier by tier; each sees what

@@ -57,12 +57,23 @@ def _nfsp(cfg, game: Game, hierarchy: Hierarchy, device: torch.device, seed: int
     return NFSPSolver(cfg, game, hierarchy, device, seed)
 
 
+def _psro(cfg, game: Game, hierarchy: Hierarchy, device: torch.device, seed: int):
+    if getattr(cfg.oracle, "value", cfg.oracle) == "exact":
+        from dgsolve.solvers.psro_exact import ExactPSRO  # the game brings pyspiel
+
+        return ExactPSRO(cfg, game, hierarchy, device, seed)
+    from dgsolve.solvers.psro import PPOPSRO
+
+    return PPOPSRO(cfg, game, hierarchy, device, seed)
+
+
 SOLVERS: dict[str, Callable] = {
     "ppo": _ppo,
     "exact": _exact,
     "cfr": _cfr,
     "deep_cfr": _deep_cfr,
     "nfsp": _nfsp,
+    "psro": _psro,
 }
 
 

@@ -39,16 +39,11 @@ import torch
 from open_spiel.python.algorithms import cfr
 
 from dgsolve.errors import RunDirError
-from dgsolve.eval.openspiel_eq import (
-    agent_name,
-    information_states,
-    nash_conv_of_table,
-    player_policy,
-)
+from dgsolve.eval.openspiel_eq import agent_name, information_states
 from dgsolve.games.base import Game
 from dgsolve.games.openspiel import require_tree_game
 from dgsolve.hierarchy import Hierarchy
-from dgsolve.policy import InfoStateTablePolicy, JointPolicy
+from dgsolve.solvers.tabular import TablePlay
 
 
 class _ResumableCFRPlus(cfr.CFRPlusSolver):
@@ -108,9 +103,11 @@ class _ResumableCFRPlus(cfr.CFRPlusSolver):
         return tuple(self._current_policy.action_probability_array.shape)
 
 
-class CFRSolver:
+class CFRSolver(TablePlay):
     """``algo=cfr``: CFR+ iterations in steps of ``cfg.iterations_per_step``, ``cfg.iterations``
     in all; the policies play the average policy. ``seed`` is unused: CFR+ is deterministic."""
+
+    solver_name = "cfr"
 
     def __init__(self, cfg, game: Game, hierarchy: Hierarchy, device: torch.device, seed: int):
         require_tree_game(game, hierarchy, "cfr", "solves OpenSpiel games by walking their tree")
@@ -143,19 +140,10 @@ class CFRSolver:
         self._forget()
         return {"episodes": [], "losses": {"cfr": {"nash_conv": self.report()["nash_conv"]}}}
 
-    def table(self) -> dict[str, list[float]]:
-        """The average policy as ``{information state: [probability of each action id]}``."""
-        if self._table is None:
-            average = self._solver.average_policy()
-            probs, lookup = average.action_probability_array, average.state_lookup
-            self._table = {key: probs[lookup[key]].tolist() for key in self._info.keys}
-        return self._table
-
-    def report(self) -> dict[str, Any]:
-        """:func:`~dgsolve.eval.openspiel_eq.nash_conv_of_table` of the average policy."""
-        if self._report is None:
-            self._report = nash_conv_of_table(self.load_string, self.table())
-        return self._report
+    def _compute_table(self) -> dict[str, list[float]]:
+        average = self._solver.average_policy()
+        probs, lookup = average.action_probability_array, average.state_lookup
+        return {key: probs[lookup[key]].tolist() for key in self._info.keys}
 
     def summary(self) -> dict[str, Any]:
         """``{"cfr": {"iterations", "game_value" (player 0's value of the average policy),
@@ -170,18 +158,6 @@ class CFRSolver:
         if "exploitability" in report:
             out["exploitability"] = report["exploitability"]
         return {"cfr": out}
-
-    def policies(self) -> dict[str, InfoStateTablePolicy]:
-        if self._policies is None:
-            table, ls = self.table(), self.load_string
-            self._policies = {
-                agent_name(p): player_policy(ls, table, p, self.device)
-                for p in range(self._info.num_players)
-            }
-        return dict(self._policies)
-
-    def joint_policy(self) -> JointPolicy:
-        return JointPolicy(self.policies(), self.hierarchy, self.specs)
 
     def state_dict(self) -> dict:
         return {
@@ -199,32 +175,8 @@ class CFRSolver:
     def policy_state(self) -> dict:
         """What ``policy.pt`` holds: the average policy as plain lists, keyed by information
         state string (the table ``policy_table.json`` holds too)."""
-        return {
-            "solver": "cfr",
-            "game": self.load_string,
-            "iterations": self.global_step,
-            "policy": self.table(),
-        }
+        return self._table_state(iterations=self.global_step)
 
     def load_policy_state(self, state: dict) -> None:
         """Play the average policy a ``policy.pt`` written by :meth:`policy_state` holds."""
-        if state.get("solver") != "cfr" or state.get("game") != self.load_string:
-            raise RunDirError(
-                f"policy.pt was not written by algo=cfr on {self.load_string}; rebuild the run's "
-                "policies with the algo and game it was trained with"
-            )
-        table = {str(k): [float(p) for p in row] for k, row in state["policy"].items()}
-        missing = [k for k in self._info.keys if k not in table]
-        if missing:
-            raise RunDirError(
-                f"policy.pt has no row for {len(missing)} information states of "
-                f"{self.load_string} (e.g. {missing[0]!r})"
-            )
-        self._forget()
-        self._table = table
-
-    def _forget(self) -> None:
-        """Drop what was derived from the average policy (it changed)."""
-        self._table: dict[str, list[float]] | None = None
-        self._report: dict[str, Any] | None = None
-        self._policies: dict[str, InfoStateTablePolicy] | None = None
+        self._play_table_state(state)

@@ -2,9 +2,16 @@
 
 Policies are baseline names (``random``, ``always_walk``, ``greedy``, ``fair_split``) or run
 directories of trained bargaining runs. Writes ``crossplay.json`` (``{"policies": [...], "p1": M,
-"p2": M, "welfare": M, "agreement_rate": M, "walk_rate": M}``, ``M[i][j]`` = policy i as P1
-against policy j as P2), ``crossplay.csv`` (one row per ordered pair) and a welfare heatmap
-``crossplay.png`` into the run directory.
+"p2": M, "welfare": M, "agreement_rate": M, "walk_rate": M, "meta": {...}}``, ``M[i][j]`` =
+policy i as P1 against policy j as P2), ``crossplay.csv`` (one row per ordered pair) and a
+welfare heatmap ``crossplay.png`` into the run directory.
+
+``meta`` is the meta-game analysis of the table as an empirical game between the listed
+policies, one per seat (:func:`dgsolve.eval.meta_game.analyse`, after PSRO's meta-game: Lanctot
+et al., NeurIPS 2017): a Nash equilibrium over the policies (the highest-welfare extreme one for
+small tables), each policy's regret against it, its support and welfare, α-Rank, and the
+equilibrium without each policy. The heatmap shows each seat's equilibrium probabilities beside
+it and outlines the cells of the support.
 """
 
 from __future__ import annotations
@@ -13,12 +20,14 @@ import csv
 import io
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from dgsolve.artifacts import atomic_write_bytes, atomic_write_json
 from dgsolve.errors import ConfigError, RunDirError
 from dgsolve.eval.bargain import seated
 from dgsolve.eval.crossplay import crossplay_matrix
+from dgsolve.eval.meta_game import analyse
 from dgsolve.games.bargain.baselines import BASELINES, make_baseline
 from dgsolve.games.bargain.rules import BargainRules
 from dgsolve.rundir import load_policies
@@ -80,7 +89,15 @@ def print_crossplay(table: dict) -> None:
             for j in range(len(table["policies"]))
         ]
         out.add_row(name, *cells)
-    Console().print(out)
+    console = Console()
+    console.print(out)
+    if "meta" in table:
+        meta = table["meta"]
+        console.print(
+            f"Nash support: P1 {{{', '.join(meta['support']['p1'])}}}, "
+            f"P2 {{{', '.join(meta['support']['p2'])}}}; welfare {meta['welfare']:.3f}",
+            highlight=False,
+        )
 
 
 def run_crossplay(cfg, run_dir: Path | str, device: torch.device) -> dict:
@@ -100,6 +117,7 @@ def run_crossplay(cfg, run_dir: Path | str, device: torch.device) -> dict:
     if device.type == "cpu":
         fields["backend"] = "torch"
     table = crossplay_matrix(players, int(cfg.task.games), int(cfg.seed), device, fields)
+    table["meta"] = analyse(np.array(table["p1"]), np.array(table["p2"]), table["policies"])
     out = Path(run_dir)
     atomic_write_json(out / "crossplay.json", table)
     atomic_write_bytes(out / "crossplay.csv", _csv(table).encode())
@@ -118,24 +136,61 @@ def _csv(table: dict) -> str:
 
 
 def _heatmap(table: dict, path: Path) -> None:
+    """Welfare of every cell; beside it each seat's Nash probabilities (P1's by the rows, P2's
+    under the columns), and the cells of the equilibrium's support outlined."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
     names = table["policies"]
-    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2, 1.3 * len(names) + 1.5))
-    image = ax.imshow(table["welfare"], cmap="viridis")
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("as P2")
+    k = len(names)
+    meta = table["meta"]
+    fig = plt.figure(figsize=(1.6 * k + 3.2, 1.3 * k + 2.6))
+    grid = fig.add_gridspec(
+        2, 3, width_ratios=[k, 1.3, 0.25], height_ratios=[k, 1.3], wspace=0.08, hspace=0.08
+    )
+    ax = fig.add_subplot(grid[0, 0])
+    rows_ax = fig.add_subplot(grid[0, 1], sharey=ax)
+    cols_ax = fig.add_subplot(grid[1, 0], sharex=ax)
+    image = ax.imshow(table["welfare"], cmap="viridis", aspect="auto")
+    for i in range(k):
+        for j in range(k):
+            value = table["welfare"][i][j]
+            colour = "k" if image.norm(value) > 0.6 else "w"  # dark on viridis' light end
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", color=colour)
+    support = {seat: {names.index(n) for n in meta["support"][seat]} for seat in ("p1", "p2")}
+    for i in sorted(support["p1"]):
+        for j in sorted(support["p2"]):
+            ax.add_patch(
+                Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=3)
+            )
+    ax.set_yticks(range(k), names)
     ax.set_ylabel("as P1")
-    for i in range(len(names)):
-        for j in range(len(names)):
-            ax.text(j, i, f"{table['welfare'][i][j]:.2f}", ha="center", va="center", color="w")
-    fig.colorbar(image, ax=ax, label="welfare (P1 + P2, normalised)")
-    fig.tight_layout()
+    ax.tick_params(axis="x", labelbottom=False)
+    # each seat's equilibrium probabilities, support in red
+    p1, p2 = meta["nash"]["p1"], meta["nash"]["p2"]
+    colours = {
+        seat: ["red" if x in support[seat] else "grey" for x in range(k)] for seat in support
+    }
+    rows_ax.barh(range(k), p1, color=colours["p1"], height=0.6)
+    rows_ax.set_xlim(0, 1)
+    rows_ax.set_xlabel("Nash P1")
+    rows_ax.tick_params(axis="y", labelleft=False)
+    cols_ax.bar(range(k), p2, color=colours["p2"], width=0.6)
+    for i in range(k):
+        rows_ax.text(min(p1[i], 0.62) + 0.03, i, f"{p1[i]:.2f}", va="center", fontsize=8)
+        cols_ax.text(i, min(p2[i], 0.62) + 0.05, f"{p2[i]:.2f}", ha="center", va="top", fontsize=8)
+    cols_ax.set_ylim(1, 0)
+    cols_ax.set_ylabel("Nash P2")
+    cols_ax.set_xticks(range(k), names, rotation=30, ha="right")
+    cols_ax.set_xlabel("as P2")
+    ax.set_xlim(-0.5, k - 0.5)  # the bars' autoscaling would move the shared limits
+    ax.set_ylim(k - 0.5, -0.5)
+    fig.colorbar(image, cax=fig.add_subplot(grid[0, 2]), label="welfare (P1 + P2, normalised)")
+    fig.suptitle(f"cross-play welfare; outlined: Nash support (welfare {meta['welfare']:.3f})")
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import itertools
+import json
 
+import numpy as np
 import pytest
 import torch
 
 from dgsolve.errors import ConfigError
 from dgsolve.eval.crossplay import crossplay_matrix, play_matches
+from dgsolve.eval.meta_game import analyse
 from dgsolve.games.bargain import BargainConfig, BargainGame, BargainRules
 from dgsolve.games.bargain.baselines import BASELINES, make_baseline
 from dgsolve.games.bargain.rules import ACCEPT, WALK
+from dgsolve.run import run
 
 R = BargainRules()
 OFFERS = R.offer_table().long()  # [80, 3]: bundle n to P2 of each offer id
@@ -164,3 +168,67 @@ def test_crossplay_matrix_of_the_baselines():
         {}, policies["fair_split"], policies["greedy"], num_games=4000, seed=0, device="cpu"
     )
     assert cell["welfare"] == pytest.approx(table["welfare"][at["fair_split"]][at["greedy"]])
+
+
+# --------------------------------------------------------------------------- meta-game
+def crossplay_run(make_cfg, out, policies, games):
+    cfg = make_cfg(
+        [
+            "task=crossplay",
+            "env=bargain",
+            "hardware=cpu",
+            f"task.games={games}",
+            f"task.policies=[{','.join(policies)}]",
+        ]
+    )
+    summary = run(cfg, out)
+    return summary, json.loads((out / "crossplay.json").read_text())
+
+
+def test_crossplay_json_has_the_meta_game_analysis(make_cfg, tmp_path, capsys):
+    names = ["always_walk", "fair_split", "greedy"]
+    summary, table = crossplay_run(make_cfg, tmp_path, names, games=200)
+    meta = table["meta"]
+    assert set(meta) == {
+        "policies",
+        "nash",
+        "alpharank",
+        "regret",
+        "welfare",
+        "support",
+        "leave_one_out",
+    }
+    assert meta["policies"] == table["policies"] == names
+    # the analysis of the written matrices, recomputed, is the one written
+    again = analyse(np.array(table["p1"]), np.array(table["p2"]), table["policies"])
+    assert meta == json.loads(json.dumps(again))
+    for seat in ("p1", "p2"):
+        assert len(meta["nash"][seat]) == 3 and sum(meta["nash"][seat]) == pytest.approx(1.0)
+        assert set(meta["regret"][seat]) == set(names)
+        assert len(meta["alpharank"][seat]) == 3
+    assert meta["welfare"] == pytest.approx(sum(meta["nash"]["values"].values()))
+    assert [row["removed"] for row in meta["leave_one_out"]] == names
+    assert (tmp_path / "crossplay.png").stat().st_size > 0
+    assert summary["crossplay"]["meta"]["support"] == meta["support"]
+    printed = capsys.readouterr().out
+    assert "Nash support: P1 {" in printed and f"welfare {meta['welfare']:.3f}" in printed
+
+
+def test_crossplay_meta_game_of_the_baselines(make_cfg, tmp_path):
+    # BARGAIN.md, "Baseline policies": greedy as P2 accepts exactly the offers worth at least its
+    # outside offer, so deal by deal it earns max(offer, outside) against a P1 that repeats its
+    # offer and never accepts (greedy, fair_split; always_walk ends the game at once): against
+    # any mixture of those P1s no P2 baseline does better, and greedy's P2 regret is 0. Random as
+    # P1 earns about 0.05 less than fair_split against greedy (test_crossplay_matrix_of_the_
+    # baselines' table), so P1's equilibrium avoids it.
+    _, table = crossplay_run(make_cfg, tmp_path, sorted(BASELINES), games=1000)
+    meta = table["meta"]
+    assert "random" not in meta["support"]["p1"]
+    assert meta["regret"]["p2"]["greedy"] == pytest.approx(0.0, abs=1e-6)
+    for seat in ("p1", "p2"):
+        assert min(meta["regret"][seat].values()) >= -1e-9  # a Nash equilibrium
+        for name in meta["support"][seat]:
+            assert meta["regret"][seat][name] == pytest.approx(0.0, abs=1e-9)
+    # always_walk in either seat ends every game at the outside offers (about 0.5 each)
+    at = table["policies"].index("always_walk")
+    assert len({round(v, 12) for v in table["p1"][at] + [r[at] for r in table["p1"]]}) == 1
