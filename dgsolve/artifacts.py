@@ -207,7 +207,9 @@ class RunArtifacts:
     def write_summary(self, summary: dict) -> None:
         atomic_write_json(self.dir / "summary.json", summary)
 
-    def write_plots(self) -> None:
+    def write_plots(self, step_unit: str = "environment steps") -> None:
+        """``plots/returns.png`` and ``plots/losses.png``; ``step_unit`` names the losses'
+        x-axis (a solver's ``global_step``: environment steps, or CFR+ / PSRO iterations)."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -242,9 +244,10 @@ class RunArtifacts:
         for ax, key in zip(axes[0], keys, strict=True):
             for learner, rec in self.history.updates.items():
                 if key in rec:
-                    ax.plot(rec["env_step"], rec[key], label=learner)
+                    few = len(rec[key]) <= 50  # markers where the points are few
+                    ax.plot(rec["env_step"], rec[key], marker="." if few else None, label=learner)
             ax.set_title(key)
-            ax.set_xlabel("environment steps")
+            ax.set_xlabel(step_unit)
         if self.history.updates:
             axes[0][0].legend(fontsize="small")
         fig.tight_layout()

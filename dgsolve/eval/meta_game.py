@@ -297,6 +297,11 @@ def alpharank_profiles(
     size = int(np.prod(shape))
     if size == 1:
         return np.ones(shape)
+    if size > MAX_SPARSE_CHAIN:
+        raise CapabilityError(
+            f"alpharank: {size:,} joint profiles are more than the {MAX_SPARSE_CHAIN:,} its "
+            "sparse solve handles (its factor fills in); use smaller populations"
+        )
     # one player at a time picks another of its members uniformly (rate η) and the mutant fixes
     eta = 1.0 / sum(k - 1 for k in shape)
     profiles = np.arange(size)
@@ -316,11 +321,6 @@ def alpharank_profiles(
                 + _log_fixation(resident[moved], resident[destination], alpha, population_size)
             )
     src, dst, log_rate = map(np.concatenate, (sources, targets, log_rates))
-    if size > MAX_SPARSE_CHAIN:
-        raise CapabilityError(
-            f"alpharank: {size:,} joint profiles are more than the {MAX_SPARSE_CHAIN:,} its "
-            "sparse solve handles (its factor fills in); use smaller populations"
-        )
     if size <= MAX_DENSE_CHAIN:
         pi = _stationary_log_gth(src, dst, log_rate, size)
     else:

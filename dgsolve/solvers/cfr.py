@@ -108,6 +108,7 @@ class CFRSolver(TablePlay):
     in all; the policies play the average policy. ``seed`` is unused: CFR+ is deterministic."""
 
     solver_name = "cfr"
+    step_unit = "CFR+ iterations"  # what global_step counts (the x-axis of plots/losses.png)
 
     def __init__(self, cfg, game: Game, hierarchy: Hierarchy, device: torch.device, seed: int):
         require_tree_game(game, hierarchy, "cfr", "solves OpenSpiel games by walking their tree")

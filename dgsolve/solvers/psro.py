@@ -81,6 +81,14 @@ class PSROLoop:
         self.payoffs: list[np.ndarray] = []
         self.sigma: list[np.ndarray] = []
         self.meta_values: list[float] = []
+        profiles = self.max_policies ** len(self.agents)
+        if self.meta_solver == "alpharank" and profiles > meta_game.MAX_SPARSE_CHAIN:
+            most = int(meta_game.MAX_SPARSE_CHAIN ** (1 / len(self.agents)))
+            raise ConfigError(
+                f"algo.meta_solver=alpharank solves up to {meta_game.MAX_SPARSE_CHAIN:,} joint "
+                f"profiles, and algo.max_policies={self.max_policies} allows {profiles:,}; set "
+                f"algo.max_policies={most} or lower"
+            )
 
     @property
     def done(self) -> bool:

@@ -120,6 +120,7 @@ class ExactPSRO(PSROLoop, TablePlay):
     of at most ``cfg.max_policies`` tables per player."""
 
     solver_name = "psro"
+    step_unit = "PSRO iterations"  # what global_step counts (the x-axis of plots/losses.png)
 
     def __init__(self, cfg, game: Game, hierarchy: Hierarchy, device: torch.device, seed: int):
         require_tree_game(game, hierarchy, "psro", "responds exactly on OpenSpiel games' trees")

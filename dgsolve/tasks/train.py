@@ -122,7 +122,7 @@ def _train(ctx, cfg, device: torch.device, game) -> dict:
     errors: dict[str, str] = {}
     stages = {
         "evaluation": lambda: summary.update(_evaluate(cfg, solver, hierarchy, device, art, wall)),
-        "plots": art.write_plots,
+        "plots": lambda: art.write_plots(getattr(solver, "step_unit", "environment steps")),
         "rollout": lambda: _rollout_gif(cfg, game, solver, art),
     }
     for stage in STAGES:

@@ -89,7 +89,9 @@ def test_a_population_cap_ends_the_run_and_says_so():
 
 @pytest.mark.parametrize("meta_solver", ["replicator", "fictitious_play", "uniform", "alpharank"])
 def test_every_meta_solver_lowers_kuhn_nash_conv(meta_solver):
-    solver = make_solver(f"algo.meta_solver={meta_solver}", "algo.iterations=8")
+    solver = make_solver(
+        f"algo.meta_solver={meta_solver}", "algo.iterations=8", "algo.max_policies=50"
+    )
     curve = [solver.step()["losses"]["psro"]["nash_conv"] for _ in range(8)]
     # the uniform policy's NashConv on Kuhn poker is 0.917 (OpenSpiel's exploitability 0.458)
     assert min(curve) < 0.5 * 0.917, curve
@@ -102,6 +104,11 @@ def test_three_players_with_replicator_dynamics():
         solver.step()
     assert all(2 < len(m) <= 7 for m in solver.populations)
     assert solver.report()["nash_conv"] < 0.5 * first
+
+
+def test_alpharank_refuses_populations_it_cannot_solve():
+    with pytest.raises(ConfigError, match="algo.max_policies=50 or lower"):
+        make_solver("algo.meta_solver=alpharank")
 
 
 def test_nash_meta_solver_is_refused_for_three_players():
