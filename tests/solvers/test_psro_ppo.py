@@ -60,17 +60,17 @@ def test_a_mixture_draws_members_by_weight_once_per_episode():
 
 def test_ppo_responses_lower_kuhn_nash_conv():
     # measured: 0.65, 0.33, 0.24 after 1-3 iterations (uniform play: 0.917)
-    solver = make_solver("env=openspiel", "algo.iterations=3")
+    solver = make_solver("env=openspiel", "algo.iterations=2")
     first = solver.report()["nash_conv"]
-    curve = [solver.step()["losses"]["psro"]["nash_conv"] for _ in range(3)]
+    curve = [solver.step()["losses"]["psro"]["nash_conv"] for _ in range(2)]
     assert first == pytest.approx(0.9166666, abs=1e-6)
     assert curve[-1] < 0.45, curve
     summary = solver.summary()
-    assert summary["psro"]["oracle"] == "ppo" and summary["psro"]["population"]["player_0"] == 4
-    assert summary["psro"]["br_steps"] == 50_000 and solver.global_step >= 6 * 50_000
+    assert summary["psro"]["oracle"] == "ppo" and summary["psro"]["population"]["player_0"] == 3
+    assert summary["psro"]["br_steps"] == 50_000 and solver.global_step >= 4 * 50_000
     meta = summary["meta"]
     assert meta["policies"][0] == "player_0:0" and meta["column_policies"][0] == "player_1:0"
-    assert len(meta["leave_one_out"]) == 8  # each member of each seat
+    assert len(meta["leave_one_out"]) == 6  # each member of each seat
     # the empirical game is exact: the mixture's value is the meta-game's value
     assert solver.report()["values"]["player_0"] == pytest.approx(
         summary["psro"]["meta_values"]["player_0"], abs=1e-9
