@@ -35,10 +35,11 @@ from open_spiel.python import policy as os_policy
 from open_spiel.python.algorithms import best_response, expected_game_score
 from torch.distributions import Categorical
 
-from dgsolve.errors import ConfigError
+from dgsolve.errors import CapabilityError, ConfigError
 from dgsolve.games.bargain.baselines import BargainBaseline, RandomBaseline
 from dgsolve.games.bargain.openspiel_game import load, load_string, num_histories
 from dgsolve.games.bargain.rules import AGENTS, BargainRules
+from dgsolve.policy import MixturePolicy
 
 #: the largest tree (histories: chance, decision and terminal nodes) walked for an exact figure
 MAX_HISTORIES = 2_000_000
@@ -111,6 +112,11 @@ def action_probabilities(policy: Any, obs: torch.Tensor, legal: torch.Tensor) ->
         dist = policy.net.distribution(policy.prepare(obs), legal)
     elif isinstance(policy, RandomBaseline):
         dist = Categorical(probs=legal.to(torch.float64))
+    elif isinstance(policy, MixturePolicy):
+        raise CapabilityError(
+            "the policies are mixtures of policies (PSRO's meta-strategy), which no one policy "
+            "of the Markov observation plays; measure them with task=exploit"
+        )
     elif isinstance(policy, BargainBaseline):
         action = policy.act(obs, legal, greedy=True)
         return torch.nn.functional.one_hot(action, legal.shape[1]).to(torch.float64)

@@ -93,7 +93,6 @@ def bargain_exact_report(
     from dgsolve.eval.bargain_exact import bargain_nash_conv
     from dgsolve.games.bargain.openspiel_game import load_string
     from dgsolve.games.bargain.rules import BargainRules
-    from dgsolve.policy import MixturePolicy
 
     rules = BargainRules.from_config(dict(env_cfg.items()))
     if not hierarchy.is_simultaneous:
@@ -104,15 +103,10 @@ def bargain_exact_report(
                 "tier's action is not a policy of the game"
             ),
         }
-    if any(isinstance(p, MixturePolicy) for p in joint.policies.values()):
-        return {
-            "game": load_string(rules),
-            "reference_error": (
-                "the policies are mixtures of policies (PSRO's meta-strategy), which no one "
-                "policy of the Markov observation plays; measure them with task=exploit"
-            ),
-        }
-    out = bargain_nash_conv(rules, joint, device)
+    try:
+        out = bargain_nash_conv(rules, joint, device)
+    except CapabilityError as err:  # a policy no table of the Markov observation can hold
+        return {"game": load_string(rules), "reference_error": str(err)}
     return {
         "game": out["game"],
         "nash_conv": out["nash_conv"],

@@ -154,6 +154,22 @@ class PSROLoop:
             )
         return out
 
+    def _fill_new_profiles(self, estimate) -> list[np.ndarray]:
+        """The empirical game grown to the populations' sizes: the profiles already in
+        ``payoffs`` kept, each new one from ``estimate(profile) -> [payoff per player]``."""
+        shape = tuple(self.sizes())
+        grown = [np.zeros(shape) for _ in self.agents]
+        known = tuple(self.payoffs[0].shape) if self.payoffs else (0,) * len(shape)
+        old = tuple(slice(0, k) for k in known)
+        for table, previous in zip(grown, self.payoffs, strict=False):
+            table[old] = previous
+        new = np.ones(shape, bool)
+        new[old] = False
+        for profile in zip(*np.nonzero(new), strict=True):
+            for table, value in zip(grown, estimate(tuple(int(k) for k in profile)), strict=True):
+                table[profile] = value
+        return grown
+
     def member_names(self, player: int) -> list[str]:
         """``<agent>:<k>``, the k-th member of ``agent``'s population (0: the uniform policy)."""
         return [f"{self.agents[player]}:{k}" for k in range(self.sizes()[player])]
@@ -161,14 +177,14 @@ class PSROLoop:
     def _loop_state(self) -> dict:
         return {
             "iteration": self.iteration,
-            "global_step": self.global_step,
             "converged": self.converged,
+            "payoffs": [torch.from_numpy(u.copy()) for u in self.payoffs],
         }
 
     def _load_loop_state(self, state: dict) -> None:
         self.iteration = int(state["iteration"])
-        self.global_step = int(state["global_step"])
         self.converged = bool(state["converged"])
+        self.payoffs = [u.to("cpu", torch.float64).numpy() for u in state["payoffs"]]
 
 
 # --------------------------------------------------------------------------- the PPO oracle
@@ -199,7 +215,6 @@ class PPOPSRO(PSROLoop):
         self.member_states: list[list[dict]] = [[{"kind": "uniform"}] for _ in self.agents]
         self._tables: list[list[np.ndarray]] = [[] for _ in self.agents]
         self.br_returns: dict[str, float] = {}
-        self._grown_payoffs: list[np.ndarray] | None = None
         self._forget()
         self._solve_empirical_game()
 
@@ -277,7 +292,7 @@ class PPOPSRO(PSROLoop):
         return {
             **self._loop_state(),
             **self.policy_state(),
-            "payoffs": [torch.from_numpy(u.copy()) for u in self.payoffs],
+            "global_step": self.global_step,
             "generator": self._generator.get_state(),
             "br_returns": dict(self.br_returns),
         }
@@ -285,9 +300,9 @@ class PPOPSRO(PSROLoop):
     def load_state_dict(self, state: dict) -> None:
         self.load_policy_state(state)
         self._load_loop_state(state)
+        self.global_step = int(state["global_step"])
         self._generator.set_state(state["generator"])
         self.br_returns = {str(a): float(r) for a, r in state["br_returns"].items()}
-        self._grown_payoffs = [u.to("cpu", torch.float64).numpy() for u in state["payoffs"]]
         self._solve_empirical_game()
 
     def policy_state(self) -> dict:
@@ -339,14 +354,10 @@ class PPOPSRO(PSROLoop):
 
     def _mixtures(self) -> JointPolicy:
         """Every player's meta-strategy mixture, a member drawn per game copy and episode."""
-        policies = (
-            {
-                a: MixturePolicy(members, sigma, self._generator)
-                for a, members, sigma in zip(self.agents, self.members, self.sigma, strict=True)
-            }
-            if self.sigma
-            else {a: m[0] for a, m in zip(self.agents, self.members, strict=True)}
-        )
+        policies = {
+            a: MixturePolicy(members, sigma, self._generator)
+            for a, members, sigma in zip(self.agents, self.members, self.sigma, strict=True)
+        }
         return JointPolicy(policies, self.hierarchy, self.specs)
 
     def _member_tables(self) -> list[np.ndarray]:
@@ -360,29 +371,16 @@ class PPOPSRO(PSROLoop):
         """Mean returns of ``sims_per_entry`` games for each profile not played yet."""
         from dgsolve.eval.returns import first_game_returns
 
-        shape = tuple(self.sizes())
-        have = self._grown_payoffs if self._grown_payoffs is not None else self.payoffs
-        grown = [np.zeros(shape) for _ in self.agents]
-        known = tuple(have[0].shape) if have else (0,) * len(shape)
-        old = tuple(slice(0, k) for k in known)
-        for table, previous in zip(grown, have, strict=False):
-            table[old] = previous
-        filled = np.zeros(shape, bool)
-        filled[old] = True
-        for profile in zip(*np.nonzero(~filled), strict=True):
-            chosen = {
-                a: self.members[p][int(k)]
-                for p, (a, k) in enumerate(zip(self.agents, profile, strict=True))
-            }
+        def estimate(profile: tuple[int, ...]) -> list[float]:
+            chosen = {a: self.members[p][profile[p]] for p, a in enumerate(self.agents)}
 
-            def act(ts, chosen=chosen):
+            def act(ts):
                 return {a: pol.act(ts.obs[a], ts.legal[a]) for a, pol in chosen.items()}
 
             returns = first_game_returns(self.game, act, self.sims_per_entry, self.seed + 7)
-            for player, a in enumerate(self.agents):
-                grown[player][profile] = float(returns[a].double().mean())
-        self._grown_payoffs = None
-        return grown
+            return [float(returns[a].double().mean()) for a in self.agents]
+
+        return self._fill_new_profiles(estimate)
 
     def _forget(self) -> None:
         self._report: dict | None = None
@@ -405,9 +403,11 @@ def _learner_config(cfg):
 def _exact_tables(game):
     """The exact empirical game's machinery on an OpenSpiel game whose tree is small enough,
     else ``None``."""
-    if type(game).__name__ != "OpenSpielGame":
-        return None
     from dgsolve.errors import CapabilityError
+    from dgsolve.games.openspiel import OpenSpielGame  # imports pyspiel only to build a game
+
+    if not isinstance(game, OpenSpielGame):
+        return None
     from dgsolve.solvers.psro_exact import TabularMembers
 
     try:

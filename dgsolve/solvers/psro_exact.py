@@ -128,14 +128,12 @@ class ExactPSRO(PSROLoop, TablePlay):
         self.load_string = str(game.load_string)
         self.specs = {a: game.spec(a) for a in game.agents}
         self._init_loop(cfg, game.agents)
-        self.global_step = 0  # PSRO iterations
         self.sims_per_entry = None if cfg.sims_per_entry is None else int(cfg.sims_per_entry)
         self.tabular = TabularMembers(self.load_string)
         self._info, self._sf = self.tabular.info, self.tabular.sf
         self._rng = np.random.default_rng(seed)
         n = self._info.num_players
         self.populations = [self.tabular.uniform(p)[None] for p in range(n)]
-        self._filled = np.zeros((0,) * n, bool)
         self._forget()
         self._solve_empirical_game()  # an unknown or unfit meta-solver fails here, at once
 
@@ -154,8 +152,12 @@ class ExactPSRO(PSROLoop, TablePlay):
     def _add(self, player: int, member: np.ndarray) -> None:
         self.populations[player] = np.concatenate([self.populations[player], member[None]])
 
+    @property
+    def global_step(self) -> int:
+        """PSRO iterations (no game is stepped)."""
+        return self.iteration
+
     def _empirical_game(self) -> list[np.ndarray]:
-        self.global_step = self.iteration
         if self.sims_per_entry is None:
             return self.tabular.payoffs(self.populations)
         return self._estimated_game()
@@ -177,7 +179,6 @@ class ExactPSRO(PSROLoop, TablePlay):
             **self._loop_state(),
             "info_states": list(self._info.keys),
             "populations": [torch.from_numpy(m.copy()) for m in self.populations],
-            "payoffs": [torch.from_numpy(u.copy()) for u in self.payoffs],
             "rng": self._rng.bit_generator.state,
         }
 
@@ -188,8 +189,6 @@ class ExactPSRO(PSROLoop, TablePlay):
                 "game's; a checkpoint only resumes the run that wrote it"
             )
         self.populations = [m.to("cpu", torch.float64).numpy() for m in state["populations"]]
-        self.payoffs = [u.to("cpu", torch.float64).numpy() for u in state["payoffs"]]
-        self._filled = np.ones(self.payoffs[0].shape, bool)
         self._rng.bit_generator.state = state["rng"]
         self._load_loop_state(state)
         self._solve_empirical_game()
@@ -212,21 +211,13 @@ class ExactPSRO(PSROLoop, TablePlay):
         """Mean returns of ``sims_per_entry`` simulated games for each profile not played yet:
         terminal histories drawn from their exact probabilities under the profile."""
         plans = [self._sf.realization(p, m) for p, m in enumerate(self.populations)]
-        shape = tuple(self.sizes())
-        grown = [np.zeros(shape) for _ in self.populations]
-        filled = np.zeros(shape, bool)
-        old = tuple(slice(0, k) for k in self._filled.shape)
-        for have, new in zip(self.payoffs, grown, strict=False):
-            new[old] = have
-        filled[old] = self._filled
-        for profile in zip(*np.nonzero(~filled), strict=True):
-            prob = self._sf.leaf_probabilities(plans, tuple(int(k) for k in profile))
+
+        def estimate(profile: tuple[int, ...]) -> list[float]:
+            prob = self._sf.leaf_probabilities(plans, profile)
             draws = self._rng.choice(len(prob), size=self.sims_per_entry, p=prob / prob.sum())
-            means = self._sf.returns[draws].mean(0)
-            for player, table in enumerate(grown):
-                table[profile] = means[player]
-        self._filled = np.ones(shape, bool)
-        return grown
+            return self._sf.returns[draws].mean(0).tolist()
+
+        return self._fill_new_profiles(estimate)
 
     def _compute_table(self) -> dict[str, list[float]]:
         return self.tabular.mixture(self.populations, self.sigma)
