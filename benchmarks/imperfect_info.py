@@ -148,12 +148,18 @@ def openspiel_deep_cfr(load_string: str, seconds: float, seed: int) -> list[tupl
         advantage_network_train_steps=375,
         seed=seed,
     )
+    return timed_curve(seconds, solver.solve, lambda: solver.action_probabilities, game)
+
+
+def timed_curve(seconds: float, train, policy, game) -> list[tuple[float, float]]:
+    """Call ``train()`` until ``seconds`` of it have passed; after each call, the NashConv of
+    ``policy()`` (an ``action_probabilities`` callable), off the clock."""
     curve, trained = [], 0.0
     while trained < seconds:
         start = time.perf_counter()
-        solver.solve()
+        train()
         trained += time.perf_counter() - start
-        curve.append((trained, openspiel_nash_conv(game, solver.action_probabilities)))
+        curve.append((trained, openspiel_nash_conv(game, policy())))
     return curve
 
 

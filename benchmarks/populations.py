@@ -25,9 +25,8 @@ Prints one JSON line per measurement and a summary line per run, and writes
 from __future__ import annotations
 
 import sys
-import time
 
-from imperfect_info import main, openspiel_nash_conv
+from imperfect_info import main, timed_curve
 
 DEFAULT_SECONDS = {"kuhn_poker": 60, "leduc_poker": 600}
 METHODS = ("dgsolve:psro", "dgsolve:psro_ppo", "openspiel:psro")
@@ -72,16 +71,13 @@ def openspiel_psro(load_string: str, seconds: float, seed: int) -> list[tuple[fl
         sample_from_marginals=True,
         symmetric_game=False,
     )
-    curve, trained = [], 0.0
-    while trained < seconds:
-        start = time.perf_counter()
-        solver.iteration()
-        trained += time.perf_counter() - start
-        mixture = policy_aggregator.PolicyAggregator(game).aggregate(
-            players, solver.get_policies(), solver.get_meta_strategies()
-        )
-        curve.append((trained, openspiel_nash_conv(game, mixture.action_probabilities)))
-    return curve
+
+    def mixture():
+        aggregator = policy_aggregator.PolicyAggregator(game)
+        policies, sigma = solver.get_policies(), solver.get_meta_strategies()
+        return aggregator.aggregate(players, policies, sigma).action_probabilities
+
+    return timed_curve(seconds, solver.iteration, mixture, game)
 
 
 if __name__ == "__main__":
