@@ -20,6 +20,7 @@ from dgsolve.games.bargain.config import BargainConfig
 from dgsolve.games.lq import LQConfig
 from dgsolve.games.matrix import MatrixConfig
 from dgsolve.games.openspiel import OpenSpielConfig
+from dgsolve.search import Leaf, Root
 
 
 # --------------------------------------------------------------------------- hardware
@@ -70,6 +71,23 @@ class ExploitTaskConfig(TaskConfig):
     br_timesteps: int = 200_000
     eval_games: int = 10_000
     br_greedy: bool = True
+    progress: bool = True
+
+
+@dataclass
+class SearchTaskConfig(TaskConfig):
+    name: str = "search"
+    target: str | None = None
+    simulations: list[int] = field(default_factory=lambda: [0, 16, 64])
+    root: Root = Root.puct
+    leaf: Leaf = Leaf.critic
+    c_puct: float = 1.25
+    considered: int = 16
+    c_visit: float = 50.0
+    c_scale: float = 0.1
+    games: int = 200
+    greedy: bool = False
+    exact: bool = True
     progress: bool = True
 
 
@@ -164,6 +182,7 @@ class SimpleWorldCommConfig(MPEEnvConfig):
 class MatrixEnvConfig(MatrixConfig):
     name: str = "matrix"
     ppo: dict[str, Any] = field(default_factory=dict)
+    psro: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -187,6 +206,7 @@ class BargainEnvConfig(BargainConfig):
     deep_cfr: dict[str, Any] = field(default_factory=dict)
     nfsp: dict[str, Any] = field(default_factory=dict)
     psro: dict[str, Any] = field(default_factory=dict)
+    fcp: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -330,6 +350,45 @@ class PSROConfig(AlgoConfig):
     ppo: PSROLearnerConfig = field(default_factory=PSROLearnerConfig)
 
 
+@dataclass
+class FCPConfig(AlgoConfig):
+    """Fictitious Co-Play; ``ppo`` is the learner of every partner and FCP agent."""
+
+    name: str = "fcp"
+    solver: str = "fcp"
+    population_size: int = 4
+    snapshot_interval: int | None = 50
+    prioritized: bool = False
+    priority_temperature: float = 1.0
+    heldout_partners: int = 2
+    partner_steps: int = 50_000
+    fcp_steps: int = 50_000
+    eval_games: int = 1024
+    ppo: PSROLearnerConfig = field(default_factory=PSROLearnerConfig)
+
+
+class WelfareFn(str, Enum):
+    utilitarian = "utilitarian"
+    nash = "nash"
+    egalitarian = "egalitarian"
+
+
+@dataclass
+class Ex2PSROConfig(PSROConfig):
+    name: str = "ex2psro"
+    solver: str = "ex2psro"
+    oracle: Oracle = Oracle.ppo
+    welfare_fn: WelfareFn = WelfareFn.utilitarian
+    exploration_top_k: int = 3
+    imitation_top_fraction: float = 0.1
+    imitation_steps: int = 8192
+    imitation_epochs: int = 5
+    imitation_lr: float = 1e-3
+    kl_coef: float = 0.1
+    adaptive_kl: bool = True
+    kl_target: float = 0.01
+
+
 # --------------------------------------------------------------------------- root
 @dataclass
 class DGSolveConfig:
@@ -363,6 +422,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "deep_cfr": DeepCFRConfig,
         "nfsp": NFSPConfig,
         "psro": PSROConfig,
+        "fcp": FCPConfig,
+        "ex2psro": Ex2PSROConfig,
     },
     "hierarchy": {"hierarchy": HierarchyConfig},
     "hardware": {"hardware": HardwareConfig},
@@ -370,6 +431,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "train": TrainTaskConfig,
         "crossplay": CrossplayTaskConfig,
         "exploit": ExploitTaskConfig,
+        "search": SearchTaskConfig,
     },
 }
 

@@ -153,6 +153,35 @@ class MixturePolicy:
             out[where] = chosen
         return out
 
+    @torch.no_grad()
+    def first_decision_distribution(
+        self, obs: torch.Tensor, legal: torch.Tensor | None = None
+    ) -> Categorical:
+        """The action distribution of an episode's *first* decision at ``obs``: the members'
+        distributions weighted by the mixture. The whole strategy in a one-shot game; later
+        decisions depend on the member drawn, which no one distribution at an observation
+        holds, so a mixture offers no ``distribution`` (exact evaluations that tabulate a policy
+        refuse it). Discrete members with a distribution (networks, tables, the uniform
+        policy)."""
+        total = None
+        for member, weight in zip(self.members, self.weights.tolist(), strict=True):
+            if isinstance(member, UniformPolicy) and member.spec.discrete:
+                ones = legal.float() if legal is not None else None
+                if ones is None:
+                    ones = obs.new_ones(obs.shape[0], member.spec.num_actions)
+                probs = ones / ones.sum(-1, keepdim=True)
+            elif hasattr(member, "net") and hasattr(member, "prepare"):
+                dist = member.net.distribution(member.prepare(obs), legal)
+                if not isinstance(dist, Categorical):
+                    raise CapabilityError("a mixture's distribution is for discrete actions")
+                probs = dist.probs
+            else:
+                raise CapabilityError(
+                    f"a mixture member {type(member).__name__} has no action distribution"
+                )
+            total = weight * probs if total is None else total + weight * probs
+        return Categorical(probs=total, validate_args=False)
+
 
 class JointPolicy:
     """Every agent's policy, played tier by tier within one environment step.

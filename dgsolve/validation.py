@@ -230,6 +230,22 @@ RULES: dict[str, Rule] = {
     "algo.ppo.lr": Real(low=0, high=1, low_open=True),
     "algo.ppo.ent_coef": NONNEGATIVE,
     "algo.ppo.hidden_sizes": ListOf(COUNT),
+    # algo: ex2psro (psro's as above)
+    "algo.exploration_top_k": COUNT,
+    "algo.imitation_top_fraction": Real(low=0, high=1, low_open=True),
+    "algo.imitation_steps": COUNT,
+    "algo.imitation_epochs": COUNT,
+    "algo.imitation_lr": Real(low=0, high=1, low_open=True),
+    "algo.kl_coef": NONNEGATIVE,
+    "algo.kl_target": POSITIVE,
+    # algo: fcp (its learner's algo.ppo.* as psro's)
+    "algo.population_size": COUNT,
+    "algo.snapshot_interval": OrNull(COUNT),  # null: each run's final checkpoint only
+    "algo.priority_temperature": POSITIVE,
+    "algo.heldout_partners": COUNT,
+    "algo.partner_steps": COUNT,
+    "algo.fcp_steps": COUNT,
+    "algo.eval_games": COUNT,
     # task: train
     "task.eval_episodes": COUNT,
     "task.eval_every": Int(min=0),  # 0 = at the end only
@@ -240,6 +256,12 @@ RULES: dict[str, Rule] = {
     "task.games": COUNT,
     # task: exploit (eval_games as above)
     "task.br_timesteps": COUNT,
+    # task: search (games as above)
+    "task.simulations": ListOf(Int(min=0), min_len=1),  # 0: the raw policy
+    "task.c_puct": POSITIVE,
+    "task.considered": COUNT,
+    "task.c_visit": NONNEGATIVE,
+    "task.c_scale": POSITIVE,
     # hardware
     "hardware.threads": Int(min=0),  # 0 = torch's default
 }

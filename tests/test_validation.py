@@ -276,6 +276,24 @@ BAD = [(("env=simple_adversary",), value, shown) for value, shown in MEASURED] +
     (("algo=psro",), "algo.ppo.lr=2", "algo.ppo.lr=2.0"),
     (("algo=psro",), "algo.ppo.ent_coef=-1", "algo.ppo.ent_coef=-1.0"),
     (("algo=psro",), "algo.ppo.hidden_sizes=[0]", "algo.ppo.hidden_sizes=[0]"),
+    # algo: fcp
+    (("algo=fcp",), "algo.population_size=0", "algo.population_size=0"),
+    (("algo=fcp",), "algo.snapshot_interval=0", "algo.snapshot_interval=0"),
+    (("algo=fcp",), "algo.priority_temperature=0", "algo.priority_temperature=0.0"),
+    (("algo=fcp",), "algo.heldout_partners=0", "algo.heldout_partners=0"),
+    (("algo=fcp",), "algo.partner_steps=-1", "algo.partner_steps=-1"),
+    (("algo=fcp",), "algo.fcp_steps=0", "algo.fcp_steps=0"),
+    (("algo=fcp",), "algo.eval_games=0", "algo.eval_games=0"),
+    (("algo=fcp", "env=bargain"), "env.fcp.population_size=0", "algo.population_size=0"),
+    # algo: ex2psro
+    (("algo=ex2psro",), "algo.exploration_top_k=0", "algo.exploration_top_k=0"),
+    (("algo=ex2psro",), "algo.imitation_top_fraction=0", "algo.imitation_top_fraction=0.0"),
+    (("algo=ex2psro",), "algo.imitation_top_fraction=1.5", "algo.imitation_top_fraction=1.5"),
+    (("algo=ex2psro",), "algo.imitation_steps=0", "algo.imitation_steps=0"),
+    (("algo=ex2psro",), "algo.imitation_epochs=0", "algo.imitation_epochs=0"),
+    (("algo=ex2psro",), "algo.imitation_lr=0", "algo.imitation_lr=0.0"),
+    (("algo=ex2psro",), "algo.kl_coef=-1", "algo.kl_coef=-1.0"),
+    (("algo=ex2psro",), "algo.kl_target=0", "algo.kl_target=0.0"),
     # through the game's ppo section: list elements are not type-checked on interpolation
     (BARGAIN_PPO, "env.ppo.hidden_sizes=[true]", "algo.hidden_sizes=[true]"),
     (BARGAIN_PPO, "env.ppo.hidden_sizes=5", "algo.hidden_sizes=5"),
@@ -288,6 +306,13 @@ BAD = [(("env=simple_adversary",), value, shown) for value, shown in MEASURED] +
     (("task=crossplay",), "task.games=0", "task.games=0"),
     (("task=exploit",), "task.br_timesteps=0", "task.br_timesteps=0"),
     (("task=exploit",), "task.eval_games=0", "task.eval_games=0"),
+    (("task=search",), "task.simulations=[16,-1]", "task.simulations=[16, -1]"),
+    (("task=search",), "task.simulations=[]", "task.simulations=[]"),
+    (("task=search",), "task.c_puct=0", "task.c_puct=0.0"),
+    (("task=search",), "task.considered=0", "task.considered=0"),
+    (("task=search",), "task.c_visit=-1", "task.c_visit=-1.0"),
+    (("task=search",), "task.c_scale=0", "task.c_scale=0.0"),
+    (("task=search",), "task.games=0", "task.games=0"),
 ]
 
 

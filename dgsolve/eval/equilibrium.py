@@ -32,6 +32,7 @@ from dgsolve.eval.lq_gaps import lq_report
 from dgsolve.eval.matrix_gaps import one_shot_report, repeated_report, roles
 from dgsolve.games.matrix import MatrixConfig, payoff_matrices
 from dgsolve.hierarchy import Hierarchy
+from dgsolve.policy import JointPolicy, MixturePolicy
 
 #: default ε of the verdict: payoff units for matrix and OpenSpiel games, relative for LQ games.
 DEFAULT_TOLERANCE = {"matrix": 0.05, "lq": 0.05, "openspiel": 0.05, "bargain": 0.05}
@@ -128,8 +129,21 @@ def matrix_report(
         return {"reference_error": str(err)}
     A, B = payoff_matrices(mcfg)
     A, B = A + mcfg.reward_offset, B + mcfg.reward_offset
+    mixed = {a for a, p in joint.policies.items() if isinstance(p, MixturePolicy)}
     if mcfg.rounds == 1:
+        if mixed:  # a one-shot game has one decision: a mixture's first is all of it
+            policies = {
+                a: _OneShotMixture(p) if a in mixed else p for a, p in joint.policies.items()
+            }
+            joint = JointPolicy(policies, joint.hierarchy, joint.specs)
         return one_shot_report(A, B, ref, joint, hierarchy, device)
+    if mixed:
+        return {
+            "reference_error": (
+                "exact gaps of a mixture of policies (PSRO's meta-strategy) in a repeated game "
+                "are not computed: a mixture over memory-1 strategies is no memory-1 strategy"
+            )
+        }
     return repeated_report(mcfg, A, B, ref, joint, hierarchy, device, seed)
 
 
@@ -213,3 +227,21 @@ def _fmt(x: float | None) -> str:
     if x is None or x == float("inf"):
         return "unknown"
     return f"{x:.3g}"
+
+
+class _OneShotMixture:
+    """A mixture's first decision as :meth:`JointPolicy.distribution` reads a policy (its
+    ``net.distribution`` of ``prepare``'d observations): in a one-shot game, the strategy."""
+
+    def __init__(self, mixture: MixturePolicy):
+        self.mixture = mixture
+
+    @property
+    def net(self) -> _OneShotMixture:
+        return self
+
+    def prepare(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs
+
+    def distribution(self, obs: torch.Tensor, legal: torch.Tensor | None = None):
+        return self.mixture.first_decision_distribution(obs, legal)

@@ -118,17 +118,65 @@ def _simplex_floor(x: np.ndarray, low: float) -> np.ndarray:
     return np.maximum(shifted - theta, 0.0) + low
 
 
+# --------------------------------------------------------------------------- welfare
+def utilitarian(values: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """The sum of the players' payoffs (last axis)."""
+    return values.sum(-1)
+
+
+def nash_welfare(values: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """Nash's bargaining product of the players' gains over ``floor`` (each player's worst
+    payoff in the game at hand, standing in for the disagreement point; Nash, "The Bargaining
+    Problem", Econometrica 1950), as a sum of logs; a zero gain counts as a gain of 1e-12."""
+    return np.log(np.maximum(values - floor, 1e-12)).sum(-1)
+
+
+def egalitarian(values: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """The worst-off player's payoff (Rawls's maximin)."""
+    return values.min(-1)
+
+
+#: welfare function name -> ``fn(values [..., players], floor [players]) -> welfare [...]``
+WELFARE_FNS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "utilitarian": utilitarian,
+    "nash": nash_welfare,
+    "egalitarian": egalitarian,
+}
+
+
+def welfare_of(name: str, values: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """``values`` (players on the last axis) ranked by the welfare function ``name``."""
+    if name not in WELFARE_FNS:
+        raise ConfigError(f"unknown welfare function '{name}'; known: {sorted(WELFARE_FNS)}")
+    return WELFARE_FNS[name](np.asarray(values, np.float64), np.asarray(floor, np.float64))
+
+
+def profile_welfare(payoffs: Sequence[np.ndarray], name: str) -> np.ndarray:
+    """Every pure profile's welfare by ``name``, shaped like the empirical game."""
+    arrays = _arrays(payoffs)
+    values = np.stack(arrays, -1)
+    floor = np.array([a.min() for a in arrays])
+    return welfare_of(name, values, floor)
+
+
 # --------------------------------------------------------------------------- solvers
-def nash(payoffs: Sequence[np.ndarray], select: str = "first") -> list[np.ndarray]:
+def nash(
+    payoffs: Sequence[np.ndarray], select: str = "first", welfare: str = "utilitarian"
+) -> list[np.ndarray]:
     """An exact Nash equilibrium of a two-player empirical game (see the module docstring).
 
-    ``select`` picks among the extreme equilibria of a small general-sum game: ``"first"`` (the
-    one putting most weight on early members) or ``"welfare"`` (the highest payoff sum). Zero-sum
-    games need no choice (every equilibrium has the same value) and Lemke–Howson, used for large
-    general-sum games, finds only one, so there it is ignored.
+    ``select`` picks among the equilibria of a general-sum game: ``"first"`` (the one putting
+    most weight on early members) or ``"welfare"`` (the highest welfare by the welfare function
+    ``welfare``, :data:`WELFARE_FNS`). A small game's candidates are all its extreme equilibria;
+    beyond vertex enumeration's bound they are those Lemke–Howson reaches from each of the
+    ``m + n`` labels (Shapley 1974: different labels can end at different equilibria), and
+    ``"first"`` takes label 0's. Zero-sum games need no choice: every equilibrium has the same
+    value.
     """
     if select not in ("first", "welfare"):
         raise ConfigError(f"nash: select must be 'first' or 'welfare', not {select!r}")
+    if welfare not in WELFARE_FNS:
+        raise ConfigError(f"unknown welfare function '{welfare}'; known: {sorted(WELFARE_FNS)}")
     arrays = _arrays(payoffs)
     if len(arrays) != 2:
         raise ConfigError(
@@ -145,11 +193,20 @@ def nash(payoffs: Sequence[np.ndarray], select: str = "first") -> list[np.ndarra
     else:
         found = []
     if found:
-        if select == "welfare":
-            found.sort(key=lambda e: -(e["payoffs"]["row"] + e["payoffs"]["column"]))
-        best = found[0]["strategies"]
-        return [np.asarray(best["row"], np.float64), np.asarray(best["column"], np.float64)]
-    return lemke_howson(A, B)
+        candidates = [
+            [np.asarray(e["strategies"][seat], np.float64) for seat in ("row", "column")]
+            for e in found
+        ]
+    elif select == "welfare":
+        candidates = [lemke_howson(A, B, label) for label in range(sum(A.shape))]
+    else:
+        return lemke_howson(A, B)
+    if select == "welfare":
+        floor = np.array([A.min(), B.min()])
+        values = np.array([expected_payoffs([A, B], sigma) for sigma in candidates])
+        scores = welfare_of(welfare, values, floor)
+        return candidates[int(np.argmax(scores))]  # the first of equal ones
+    return candidates[0]
 
 
 def enumeration_work(m: int, n: int) -> int:

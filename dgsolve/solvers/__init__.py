@@ -67,6 +67,18 @@ def _psro(cfg, game: Game, hierarchy: Hierarchy, device: torch.device, seed: int
     return PPOPSRO(cfg, game, hierarchy, device, seed)
 
 
+def _ex2psro(cfg, game: Game, hierarchy: Hierarchy, device: torch.device, seed: int):
+    from dgsolve.solvers.ex2psro import Ex2PSRO
+
+    return Ex2PSRO(cfg, game, hierarchy, device, seed)
+
+
+def _fcp(cfg, game: Game, hierarchy: Hierarchy, device: torch.device, seed: int):
+    from dgsolve.solvers.fcp import FCPSolver
+
+    return FCPSolver(cfg, game, hierarchy, device, seed)
+
+
 SOLVERS: dict[str, Callable] = {
     "ppo": _ppo,
     "exact": _exact,
@@ -74,6 +86,8 @@ SOLVERS: dict[str, Callable] = {
     "deep_cfr": _deep_cfr,
     "nfsp": _nfsp,
     "psro": _psro,
+    "fcp": _fcp,
+    "ex2psro": _ex2psro,
 }
 
 

@@ -184,6 +184,9 @@ class PPOSolver:
         self.ts: TimeStep | None = None
         self.episode_start = torch.ones(game.num_envs, dtype=torch.bool, device=device)
         self.episode_return = {a: torch.zeros(game.num_envs, device=device) for a in game.agents}
+        #: learner name -> a KL penalty toward a frozen reference policy (:class:`KLAnchor`;
+        #: Ex²PSRO's regularised best responses), added to that learner's loss
+        self.anchors: dict[str, KLAnchor] = {}
 
     def _check_budget(self) -> int:
         """Iterations in the budget; a budget that cannot train every tier is refused."""
@@ -655,6 +658,10 @@ class PPOSolver:
                 count += 1
             if cfg.target_kl is not None and stats["approx_kl"] > cfg.target_kl:
                 break
+        anchor = self.anchors.get(learner.name)
+        if anchor is not None and "anchor_kl" in sums:
+            anchor.adapt(sums["anchor_kl"] / count)
+            sums["anchor_coef"] = anchor.coef * count
         finite = torch.stack([torch.isfinite(p).all() for p in learner.net.parameters()])
         if not bool(finite.all()):
             raise self._learner_diverged(learner, "parameters after the update")
@@ -669,6 +676,7 @@ class PPOSolver:
     def _minibatch_loss(self, learner: Learner, b: dict, mb_inds, parts) -> dict[str, float]:
         cfg = self.cfg
         net = learner.net
+        anchored = None  # the actor's distribution, kept for an anchor's divergence
         mb_obs = b["obs"][mb_inds]
         mb_legal = b["legal"][mb_inds] if "legal" in b else None
         if "commit_table" in b:
@@ -684,6 +692,11 @@ class PPOSolver:
             newlogp = own.gather(-1, b["actions"][mb_inds, None]).squeeze(-1)
             newlogp = newlogp + self._reaction_logp(_index_tree(b["reaction"], mb_inds))
             entropy = torch.zeros_like(newlogp)  # the draws explore; no bonus toward mixing
+        elif learner.name in self.anchors and net.discrete:
+            # one actor pass for the surrogate and the anchor's divergence
+            anchored = net.distribution(mb_obs, mb_legal)
+            newlogp = anchored.log_prob(b["actions"][mb_inds].long())
+            entropy = anchored.entropy()
         else:
             newlogp, entropy = net.log_prob_entropy(mb_obs, b["actions"][mb_inds], mb_legal)
         newvalue = net.value(b["critic_obs"][mb_inds] if "critic_obs" in b else mb_obs)
@@ -710,6 +723,10 @@ class PPOSolver:
             v_loss = 0.5 * ((newvalue - mb_returns) ** 2).mean()
         entropy_loss = entropy.mean()
         loss = pg_loss - cfg.ent_coef * entropy_loss + cfg.vf_coef * v_loss
+        anchor = self.anchors.get(learner.name)
+        if anchor is not None:
+            anchor_kl = anchor.divergence(net, mb_obs, mb_legal, anchored)
+            loss = loss + anchor.coef * anchor_kl
 
         if not torch.isfinite(loss):
             terms = {"policy loss": pg_loss, "value loss": v_loss, "entropy": entropy_loss}
@@ -736,6 +753,7 @@ class PPOSolver:
             "approx_kl": float(approx_kl),
             "clipfrac": float(clipfrac),
             **grad_norms,
+            **({"anchor_kl": float(anchor_kl.detach())} if anchor is not None else {}),
         }
 
     def _learner_diverged(self, learner: Learner, what: str) -> TrainingDiverged:
@@ -791,6 +809,51 @@ class PPOSolver:
             logp, _ = self.learner_of[f].net.log_prob_entropy(x, d["actions"], d["legal"])
             total = total + torch.where(d["acting"], logp, 0.0)
         return total
+
+
+class KLAnchor:
+    """A penalty ``coef · KL(π_θ ‖ π_ref)`` toward a frozen reference network, averaged over a
+    minibatch's observations (discrete actions: the exact divergence over the legal actions).
+
+    Maximising ``E[R] − β KL(π ‖ π_ref)`` keeps a learner near ``π_ref`` where the return does
+    not say otherwise (its optimum is ``π ∝ π_ref · exp(Q / β)``). With ``target`` set, ``β``
+    adapts after every update by PPO's adaptive-penalty rule (Schulman et al., "Proximal Policy
+    Optimization Algorithms", 2017, §4): halved when the mean divergence is below ``target /
+    1.5``, doubled above ``1.5 · target``, kept within ``[1e-4, 1e4]``.
+    """
+
+    def __init__(self, reference: ActorCritic, coef: float, target: float | None = None):
+        self.reference = reference
+        for p in reference.parameters():
+            p.requires_grad_(False)
+        self.coef = float(coef)
+        self.target = None if target is None else float(target)
+
+    def divergence(
+        self, net: ActorCritic, obs: torch.Tensor, legal: torch.Tensor | None, own=None
+    ) -> torch.Tensor:
+        """The mean ``KL(π_θ(·|x) ‖ π_ref(·|x))`` over ``obs``, differentiable in ``net``
+        (``own``: ``net``'s distribution at ``obs`` where the caller has it already)."""
+        with torch.no_grad():
+            ref = self.reference.distribution(obs, legal)
+        if own is None:
+            own = net.distribution(obs, legal)
+        if net.discrete:
+            own_log = torch.log_softmax(own.logits, -1)
+            ref_log = torch.log_softmax(ref.logits, -1)
+            gap = own_log - ref_log
+            if legal is not None:  # illegal actions have no probability under either
+                gap = torch.where(legal, gap, 0.0)
+            return (own_log.exp() * gap).sum(-1).mean()
+        return torch.distributions.kl_divergence(own, ref).sum(-1).mean()
+
+    def adapt(self, mean_kl: float) -> None:
+        if self.target is None or not math.isfinite(mean_kl):
+            return
+        if mean_kl < self.target / 1.5:
+            self.coef = max(1e-4, self.coef / 2)
+        elif mean_kl > self.target * 1.5:
+            self.coef = min(1e4, self.coef * 2)
 
 
 def _cat_tree(trees: list):

@@ -121,9 +121,13 @@ class PSROLoop:
 
     def _solve_empirical_game(self) -> None:
         self.payoffs = self._empirical_game()
-        self.sigma = meta_game.solve(self.meta_solver, self.payoffs)
+        self.sigma = meta_game.solve(self.meta_solver, self.payoffs, **self._meta_options())
         self.meta_values = meta_game.expected_payoffs(self.payoffs, self.sigma)
         self._forget()
+
+    def _meta_options(self) -> dict[str, Any]:
+        """Options of the meta-solver (none: each solver's defaults)."""
+        return {}
 
     def psro_summary(self) -> dict[str, Any]:
         """``psro`` (iterations, converged, full, meta_solver, population, meta_strategy,
@@ -230,6 +234,7 @@ class PPOPSRO(PSROLoop):
         view = FixedOpponents(self.game, self._mixtures(), agent)
         seed = self.seed + 1 + 1000 * self.iteration + player
         solver = PPOSolver(self._br_cfg, view, Hierarchy(((agent,),)), self.device, seed)
+        self._prepare_response(solver, player)
         returns = []
         while not solver.done:
             metrics = solver.step()
@@ -238,6 +243,10 @@ class PPOPSRO(PSROLoop):
         tail = returns[-max(1, len(returns) // 10) :]
         self.br_returns[agent] = float(np.mean(tail)) if tail else float("nan")
         return solver.policies()[agent], {"kind": "ppo", "state": solver.policy_state()}
+
+    def _prepare_response(self, solver, player: int) -> None:
+        """A hook before a response's learner trains (none here; Ex²PSRO's starts it from its
+        exploration policy and anchors it there)."""
 
     def _add(self, player: int, member) -> None:
         policy, state = member

@@ -22,6 +22,7 @@ TASKS: dict[str, str] = {
     "train": "dgsolve.tasks.train",
     "crossplay": "dgsolve.tasks.crossplay",
     "exploit": "dgsolve.tasks.exploit",
+    "search": "dgsolve.tasks.search",
 }
 
 

@@ -148,12 +148,19 @@ def test_large_general_sum_games_use_lemke_howson():
     rng = np.random.default_rng(15)
     A, B = rng.normal(size=(15, 15)), rng.normal(size=(15, 15))
     assert meta_game.enumeration_work(15, 15) > meta_game.MAX_ENUMERATION_WORK
-    x, y = meta_game.nash([A, B], select="welfare")  # select is ignored here
+    x, y = meta_game.nash([A, B])  # "first": Lemke–Howson from label 0
     assert is_distribution(x, 15) and is_distribution(y, 15)
     assert nash_gap(A, B, x, y) <= 1e-9
     lh = meta_game.lemke_howson(A, B)
     np.testing.assert_array_equal(x, lh[0])
     np.testing.assert_array_equal(y, lh[1])
+    # "welfare": the best of the equilibria Lemke–Howson reaches from the 30 labels
+    ends = [meta_game.lemke_howson(A, B, label) for label in range(30)]
+    best = max(sum(meta_game.expected_payoffs([A, B], e)) for e in ends)
+    chosen = meta_game.nash([A, B], select="welfare")
+    assert nash_gap(A, B, *chosen) <= 1e-9
+    assert sum(meta_game.expected_payoffs([A, B], chosen)) == pytest.approx(best)
+    assert best >= sum(meta_game.expected_payoffs([A, B], lh))
 
 
 @pytest.mark.parametrize(("m", "n", "seed"), [(2, 2, 0), (3, 4, 1), (4, 4, 2), (5, 3, 3)])

@@ -172,7 +172,7 @@ def test_policy_state_loads_weights_only_and_refuses_other_games():
 
 
 def test_refuses_games_that_are_not_openspiel_games():
-    cfg = compose_config(["env=matrix", "algo=psro", "hardware=cpu"])
+    cfg = compose_config(["env=matrix", "algo=psro", "algo.oracle=exact", "hardware=cpu"])
     game = games.make(cfg.env, "cpu")
     hierarchy = Hierarchy.for_game(cfg.hierarchy, game)
     with pytest.raises(CapabilityError, match="env=openspiel"):
