@@ -214,6 +214,13 @@ class PPOPSRO(PSROLoop):
                 "OpenSpiel games small enough have; set algo.sims_per_entry (games per entry)"
             )
         self._br_cfg = _learner_config(cfg)
+        batch = game.num_envs * int(self._br_cfg.num_steps)
+        if int(cfg.br_steps) < batch:
+            raise ConfigError(
+                f"algo.br_steps={int(cfg.br_steps)} is less than one PPO iteration of a response "
+                f"({game.num_envs} game copies x algo.ppo.num_steps={self._br_cfg.num_steps} = "
+                f"{batch} steps); raise algo.br_steps or lower env.num_envs"
+            )
         self._generator = torch.Generator(device=device).manual_seed(self.seed)
         self.members: list[list] = [[self._uniform(a)] for a in self.agents]
         self.member_states: list[list[dict]] = [[{"kind": "uniform"}] for _ in self.agents]

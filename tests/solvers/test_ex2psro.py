@@ -60,9 +60,11 @@ def test_ex2psro_finds_the_stag_hunt_s_high_welfare_equilibrium_where_psro_ends_
     assert sum(psro.meta_values) < 6.5  # (hare, hare): 6
 
 
-def test_oracle_exact_is_refused_in_one_line():
+def test_oracle_exact_and_a_response_shorter_than_an_iteration_are_refused_in_one_line():
     with pytest.raises(ConfigError, match="algo.oracle=ppo"):
         make_solver("ex2psro", *STAG_HUNT, "algo.oracle=exact")
+    with pytest.raises(ConfigError, match="algo.br_steps=100 is less than one PPO iteration"):
+        make_solver("ex2psro", *STAG_HUNT, "algo.br_steps=100")  # 256 copies x 1 step
 
 
 def test_resumed_iterations_equal_uninterrupted_ones():
