@@ -206,6 +206,7 @@ class BargainEnvConfig(BargainConfig):
     deep_cfr: dict[str, Any] = field(default_factory=dict)
     nfsp: dict[str, Any] = field(default_factory=dict)
     psro: dict[str, Any] = field(default_factory=dict)
+    ex2psro: dict[str, Any] = field(default_factory=dict)
     fcp: dict[str, Any] = field(default_factory=dict)
 
 

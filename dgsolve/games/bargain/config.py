@@ -52,7 +52,7 @@ class OutsideOffer(str, Enum):
 
 #: sections of ``conf/env/bargain.yaml`` that hold a solver's tuned settings for this game
 #: (read by ``conf/algo/*.yaml`` through ``oc.select``), not rules
-SOLVER_SECTIONS = ("ppo", "deep_cfr", "nfsp", "psro", "fcp")
+SOLVER_SECTIONS = ("ppo", "deep_cfr", "nfsp", "psro", "ex2psro", "fcp")
 
 
 @dataclass
