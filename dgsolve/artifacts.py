@@ -23,14 +23,32 @@ from dgsolve.errors import DiskWriteError
 SMOOTHING = 0.9  # weight of the past in the smoothed return curve
 
 
+def file_mode() -> int:
+    """The mode a plainly created file gets: ``0o666`` less the process's umask (``0o644``
+    under the usual ``022``). Read from ``/proc/self/status`` where Linux gives it, so no
+    thread sees a changed umask; elsewhere by setting and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, flush it to disk, then rename it over
-    ``path``: readers see the old file or the new one, never a torn one. An OS error (a full disk,
-    a vanished or read-only directory) becomes :class:`~dgsolve.errors.DiskWriteError`."""
+    ``path``: readers see the old file or the new one, never a torn one. The file gets the mode
+    of a plainly created one (:func:`file_mode`; ``mkstemp`` alone makes it ``0600``, unreadable
+    by the group that shares the results). An OS error (a full disk, a vanished or read-only
+    directory) becomes :class:`~dgsolve.errors.DiskWriteError`."""
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

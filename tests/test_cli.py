@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from dgsolve.artifacts import atomic_write_bytes, file_mode
 from tests.conftest import TINY
 
 
@@ -46,6 +47,10 @@ def test_main_command_writes_a_complete_run_directory(tmp_path):
     ):
         assert (out / name).is_file(), name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing else in the cwd
+    # every artifact is as readable as a plainly created file (0644 under umask 022)
+    modes = {str(p.relative_to(out)): p.stat().st_mode & 0o777 for p in out.rglob("*")}
+    files = {name: mode for name, mode in modes.items() if (out / name).is_file()}
+    assert files and all(mode == file_mode() for mode in files.values()), files
 
 
 @pytest.mark.parametrize(
@@ -134,3 +139,17 @@ def test_multirun_sweep_one_directory_per_job(tmp_path):
         (1, "nash_ppo"),
         (1, "stackelberg_ppo"),
     }
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_atomic_writes_get_the_mode_the_umask_gives(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        atomic_write_bytes(tmp_path / "a.json", b"{}")
+        plain = tmp_path / "plain"
+        plain.write_bytes(b"")
+    finally:
+        os.umask(previous)
+    assert file_mode() == 0o666 & ~previous
+    mode = (tmp_path / "a.json").stat().st_mode & 0o777
+    assert mode == 0o666 & ~umask == plain.stat().st_mode & 0o777
