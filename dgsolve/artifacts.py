@@ -163,11 +163,8 @@ class RunArtifacts:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.history = History(agents)
         self._smoothed: dict[str, float] = {}
-        self._writer = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(str(self.dir / "tb"))
+        self._tensorboard = tensorboard
+        self._writer = None  # opened with the first scalar: a run that logs none writes no tb/
 
     @property
     def checkpoint_path(self) -> Path:
@@ -175,8 +172,13 @@ class RunArtifacts:
 
     # ------------------------------------------------------------------ logging
     def scalar(self, tag: str, value: float, step: int) -> None:
-        if self._writer is not None and value is not None and math.isfinite(value):
-            self._writer.add_scalar(tag, value, step)
+        if value is None or not math.isfinite(value) or not self._tensorboard:
+            return
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.dir / "tb"))
+        self._writer.add_scalar(tag, value, step)
 
     def log_episodes(self, episodes: list[tuple[int, dict[str, float]]]) -> None:
         """Every episode goes to the history; TensorBoard gets one point per call (an
@@ -285,6 +287,7 @@ class RunArtifacts:
         atomic_write_bytes(self.dir / "rollout.gif", buf.getvalue())
 
     def close(self) -> None:
+        self._tensorboard = False
         if self._writer is not None:
             self._writer.flush()
             self._writer.close()

@@ -130,7 +130,8 @@ def run(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | tuple[str, 
                     f"run directory '{path}' already holds a run ({marker}); continue it with "
                     f"resume={path} or choose another directory"
                 )
-            save_run_config(path, cfg)
+            if not resumed or changed:  # a plain resume runs on the saved config as it is
+                save_run_config(path, cfg)
             ctx = tasks.RunContext(cfg, path, device, guard, resumed, changed, list(overrides))
             return task.execute(ctx)
         finally:

@@ -190,6 +190,22 @@ def test_a_signal_during_evaluation_leaves_a_summary_that_says_so(make_cfg, tmp_
     assert run(make_cfg([f"resume={out}"]), tmp_path / "x")["status"] == "completed"
 
 
+def test_resume_of_a_complete_run_says_so_and_changes_nothing(make_cfg, trained, tmp_path, capsys):
+    def files() -> dict[str, tuple[int, bytes]]:
+        return {
+            str(p.relative_to(trained)): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(trained.rglob("*"))
+            if p.is_file() and p.name != lock.LOCK_NAME
+        }
+
+    before = files()
+    capsys.readouterr()
+    summary = run(make_cfg([f"resume={trained}"]), tmp_path / "x")
+    assert summary["status"] == "completed"
+    assert "is complete" in capsys.readouterr().out
+    assert files() == before  # not a byte, not a timestamp
+
+
 def test_resume_accepts_safe_overrides_and_refuses_the_rest(make_cfg, trained, tmp_path):
     safe = [f"resume={trained}", "task.eval_episodes=6", "hardware=cpu"]
     summary = run(make_cfg(safe), tmp_path / "x", overrides=safe)

@@ -92,6 +92,15 @@ def _train(ctx, cfg, device: torch.device, game) -> dict:
         f"{device} | run dir {art.dir}"
     )
     trained_now = not solver.done
+    if ctx.resumed and not trained_now and previous.get("status") == "completed":
+        if not _stages_to_run(False, previous, ctx.changed):
+            print(
+                f"dgsolve: {art.dir} is complete ({solver.global_step:,} environment steps, "
+                "nothing missing); nothing was changed. To train on, resume with a larger "
+                "algo.total_timesteps"
+            )
+            art.close()
+            return previous
     try:
         if trained_now:
             _training_loop(ctx, cfg, solver, art, device, checkpoint_state, wall)
