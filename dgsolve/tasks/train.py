@@ -94,10 +94,14 @@ def _train(ctx, cfg, device: torch.device, game) -> dict:
     trained_now = not solver.done
     if ctx.resumed and not trained_now and previous.get("status") == "completed":
         if not _stages_to_run(False, previous, ctx.changed):
+            more = (
+                "; to train on, resume with a larger algo.total_timesteps"
+                if "total_timesteps" in cfg.algo
+                else ""
+            )
             print(
                 f"dgsolve: {art.dir} is complete ({solver.global_step:,} environment steps, "
-                "nothing missing); nothing was changed. To train on, resume with a larger "
-                "algo.total_timesteps"
+                f"nothing missing); nothing was changed{more}"
             )
             art.close()
             return previous
