@@ -96,10 +96,10 @@ class FCPSolver:
                 f"algo.population_size + algo.heldout_partners + players is {len(self.plan)}; "
                 f"algo=fcp seeds at most {SEED_STRIDE} learners a run"
             )
-        self._partner_cfg = _learner_config(cfg, "partner_steps")
-        self._fcp_cfg = _learner_config(cfg, "fcp_steps")
-        partner_iters = _iterations(cfg, "partner_steps", game.num_envs)
-        fcp_iters = _iterations(cfg, "fcp_steps", game.num_envs)
+        from dgsolve.solvers.ppo import response_learner
+
+        self._partner_cfg, partner_iters = response_learner(cfg, "partner_steps", game.num_envs)
+        self._fcp_cfg, fcp_iters = response_learner(cfg, "fcp_steps", game.num_envs)
         self.num_iterations = sum(fcp_iters if k == "fcp" else partner_iters for k, _ in self.plan)
         batch = int(cfg.ppo.num_steps) * game.num_envs  # every budget is whole iterations
         self.steps_per_agent = {"self_play": partner_iters * batch, "fcp": fcp_iters * batch}
@@ -493,30 +493,6 @@ def rank_weights(scores: np.ndarray, temperature: float) -> np.ndarray:
         ranks[tied] = ranks[tied].mean()
     h = ranks ** (-1.0 / temperature)
     return h / h.sum()
-
-
-def _learner_config(cfg, steps: str):
-    """A PPO learner of ``cfg.<steps>`` environment steps with ``cfg.ppo``'s settings, one
-    network per seat."""
-    from omegaconf import OmegaConf
-
-    from dgsolve.config import PPOConfig
-
-    fields = OmegaConf.to_container(cfg.ppo, resolve=True) if cfg.get("ppo") else {}
-    fields.update(name=f"fcp_{steps}", solver="ppo", total_timesteps=int(cfg[steps]))
-    fields["share_policy"] = False
-    return PPOConfig(**fields)
-
-
-def _iterations(cfg, steps: str, num_envs: int) -> int:
-    """PPO iterations of ``cfg.<steps>`` environment steps; less than one is refused."""
-    batch = int(cfg.ppo.num_steps) * num_envs
-    if int(cfg[steps]) < batch:
-        raise ConfigError(
-            f"algo.{steps}={cfg[steps]} is less than one PPO iteration (env.num_envs x "
-            f"algo.ppo.num_steps = {batch}); use at least {batch}"
-        )
-    return math.ceil(int(cfg[steps]) / batch)
 
 
 def _pair_report(games: dict[str, list[dict[str, torch.Tensor]]]) -> dict[str, Any]:

@@ -811,6 +811,30 @@ class PPOSolver:
         return total
 
 
+def response_learner(algo_cfg, key: str, num_envs: int):
+    """The PPO learner a population method trains (PSRO's responses, FCP's runs and agents):
+    ``algo_cfg.ppo``'s settings on PPO's schema, one network per agent, ``algo_cfg.<key>``
+    environment steps. Returns ``(config, iterations)``; a budget below one PPO iteration of
+    the game's batch is refused in one line naming ``algo.<key>``."""
+    from omegaconf import OmegaConf
+
+    from dgsolve.config import PPOConfig
+
+    fields = OmegaConf.to_container(algo_cfg.ppo, resolve=True) if algo_cfg.get("ppo") else {}
+    steps = int(algo_cfg[key])
+    fields.update(name=f"{algo_cfg.name}_{key}", solver="ppo", total_timesteps=steps)
+    fields["share_policy"] = False
+    cfg = PPOConfig(**fields)
+    batch = num_envs * int(cfg.num_steps)
+    if steps < batch:
+        raise ConfigError(
+            f"algo.{key}={steps} is less than one PPO iteration ({num_envs} game copies x "
+            f"algo.ppo.num_steps={cfg.num_steps} = {batch} steps); use at least {batch} or "
+            "lower env.num_envs"
+        )
+    return cfg, math.ceil(steps / batch)
+
+
 class KLAnchor:
     """A penalty ``coef · KL(π_θ ‖ π_ref)`` toward a frozen reference network, averaged over a
     minibatch's observations (discrete actions: the exact divergence over the legal actions).

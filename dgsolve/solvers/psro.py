@@ -213,14 +213,9 @@ class PPOPSRO(PSROLoop):
                 "algo.sims_per_entry=null asks for the exact empirical game, which only "
                 "OpenSpiel games small enough have; set algo.sims_per_entry (games per entry)"
             )
-        self._br_cfg = _learner_config(cfg)
-        batch = game.num_envs * int(self._br_cfg.num_steps)
-        if int(cfg.br_steps) < batch:
-            raise ConfigError(
-                f"algo.br_steps={int(cfg.br_steps)} is less than one PPO iteration of a response "
-                f"({game.num_envs} game copies x algo.ppo.num_steps={self._br_cfg.num_steps} = "
-                f"{batch} steps); raise algo.br_steps or lower env.num_envs"
-            )
+        from dgsolve.solvers.ppo import response_learner
+
+        self._br_cfg, _ = response_learner(cfg, "br_steps", game.num_envs)
         self._generator = torch.Generator(device=device).manual_seed(self.seed)
         self.members: list[list] = [[self._uniform(a)] for a in self.agents]
         self.member_states: list[list[dict]] = [[{"kind": "uniform"}] for _ in self.agents]
@@ -401,19 +396,6 @@ class PPOPSRO(PSROLoop):
     def _forget(self) -> None:
         self._report: dict | None = None
         self._policies: dict | None = None
-
-
-def _learner_config(cfg):
-    """The PPO learner of each response: ``cfg.ppo``'s settings on PPO's schema, one network
-    per agent, ``cfg.br_steps`` steps."""
-    from omegaconf import OmegaConf
-
-    from dgsolve.config import PPOConfig
-
-    fields = OmegaConf.to_container(cfg.ppo, resolve=True) if cfg.get("ppo") else {}
-    fields.update(name="psro_br", solver="ppo", total_timesteps=int(cfg.br_steps))
-    fields["share_policy"] = False
-    return PPOConfig(**fields)
 
 
 def _exact_tables(game):
