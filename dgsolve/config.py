@@ -40,6 +40,10 @@ class HardwareConfig:
 @dataclass
 class TaskConfig:
     name: str = MISSING
+    #: the value the Hydra entry returns (for sweepers such as Optuna): a dotted path into the
+    #: run's summary.json; null takes the default of the task and game family
+    #: (:data:`dgsolve.results.objective.DEFAULT_OBJECTIVES`)
+    objective: str | None = None
 
 
 @dataclass
@@ -390,6 +394,19 @@ class Ex2PSROConfig(PSROConfig):
     kl_target: float = 0.01
 
 
+# --------------------------------------------------------------------------- logging
+@dataclass
+class LoggerConfig:
+    #: mirror the TensorBoard scalars and the config to Weights & Biases (imported only then;
+    #: WANDB_MODE=offline keeps it off the network)
+    wandb: bool = False
+    wandb_project: str = "dgsolve"
+    wandb_entity: str | None = None
+    #: record the run in the results index (``dgsolve-results``); the index file is
+    #: $DGSOLVE_INDEX, else ~/.local/share/dgsolve/index.sqlite ($XDG_DATA_HOME)
+    index: bool = True
+
+
 # --------------------------------------------------------------------------- root
 @dataclass
 class DGSolveConfig:
@@ -400,6 +417,7 @@ class DGSolveConfig:
     algo: Any = MISSING
     hierarchy: HierarchyConfig = field(default_factory=HierarchyConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
 SCHEMAS: dict[str, dict[str, type]] = {

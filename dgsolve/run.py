@@ -36,6 +36,12 @@ SAFE_ON_RESUME = (
     "hardware",
     "hardware.device",
     "hardware.threads",
+    "task.objective",
+    "logger",
+    "logger.wandb",
+    "logger.wandb_project",
+    "logger.wandb_entity",
+    "logger.index",
 )
 
 
