@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 import torch
@@ -12,6 +13,10 @@ from dgsolve.cli import config_dir
 from dgsolve.config import register_configs
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+# every run the suite starts is recorded in a throwaway results index, never the user's, and
+# W&B (opt-in, logger.wandb=true) never reaches the network
+os.environ["DGSOLVE_INDEX"] = os.path.join(tempfile.mkdtemp(prefix="dgsolve-test-index-"), "i.db")
+os.environ.setdefault("WANDB_MODE", "offline")
 register_configs()
 
 #: overrides that make any PPO run finish in a second or two
