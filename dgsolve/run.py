@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dgsolve import lock, tasks
 from dgsolve.errors import ConfigError, Interrupted, RunDirError
+from dgsolve.results.index import record_run
 from dgsolve.rundir import load_policies, load_run_config, save_run_config
 from dgsolve.validation import validate
 
@@ -130,6 +131,7 @@ def run(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | tuple[str, 
         device = resolve_device(cfg.hardware)
         path = lock.prepare_dir(run_dir)
         path = lock.acquire(path)
+        indexed, outcome = False, None
         try:
             if not resumed and (marker := lock.holds_run(path)) is not None:
                 raise RunDirError(
@@ -138,10 +140,21 @@ def run(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | tuple[str, 
                 )
             if not resumed or changed:  # a plain resume runs on the saved config as it is
                 save_run_config(path, cfg)
+            indexed = bool((cfg.get("logger") or {}).get("index", True))
+            if indexed:
+                record_run(path, fallback="running", overrides=list(overrides))
             ctx = tasks.RunContext(cfg, path, device, guard, resumed, changed, list(overrides))
             return task.execute(ctx)
+        except Interrupted:
+            outcome = "interrupted"
+            raise
+        except BaseException:
+            outcome = "failed"
+            raise
         finally:
             lock.release(path)
+            if indexed:
+                record_run(path, fallback=outcome, overrides=list(overrides))
 
 
 def resume_target(cfg: DictConfig, overrides) -> tuple[Path, DictConfig, list[str]]:

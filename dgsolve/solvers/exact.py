@@ -54,8 +54,12 @@ class ExactSolver:
     """``algo=exact``: one step computes the exact equilibrium; the policies play it.
 
     ``cfg`` is the algo config (``ExactConfig``); the game's own config (``game.cfg``) says which
-    reference to compute. ``seed`` is unused: the solution is deterministic.
+    reference to compute. ``seed`` is unused: the solution is deterministic. It does not learn
+    (``learns = False``), so a run writes no checkpoint, history, curves or plots for it.
     """
+
+    #: nothing is learned: there are no curves, and a resume recomputes the solution
+    learns = False
 
     def __init__(self, cfg, game: Game, hierarchy: Hierarchy, device: torch.device, seed: int):
         env_cfg = getattr(game, "cfg", None)

@@ -115,14 +115,16 @@ def test_exact_section_shape_and_artifacts(make_cfg, tmp_path):
     assert exact["stackelberg"]["response"]["column"] == [[0.0, 1.0], [1.0, 0.0]]
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk["exact"] == exact and on_disk["eq"]["stackelberg_gap"] == 0.0
-    for name in ("history.json", "checkpoints/last.pt", "policy.pt", "summary.json"):
+    for name in ("policy.pt", "summary.json"):
         assert (tmp_path / name).is_file(), name
+    # nothing is learned: no empty history, checkpoint, curves or plots
+    for name in ("history.json", "history.npz", "checkpoints", "plots", "tb"):
+        assert not (tmp_path / name).exists(), name
     policy = torch.load(tmp_path / "policy.pt", weights_only=True)
     assert policy["solver"] == "exact" and policy["tiers"] == [["row"], ["column"]]
     # the leader commits to D at every state; the follower's table per (state, leader action)
     assert policy["policies"]["row"]["probs"][-1] == [0.0, 1.0]
     assert policy["policies"]["column"]["probs"][-1] == [[0.0, 1.0], [1.0, 0.0]]
-    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
     # the run directory alone rebuilds policies that play the same solution (Hydra's CLI writes
     # .hydra/config.yaml; run() called from Python does not)
     (tmp_path / ".hydra").mkdir()
@@ -176,15 +178,18 @@ def test_lq_one_step_stackelberg_by_hand(make_cfg, tmp_path):
     assert abs(eq["cost_gap"]["p1"]) < 1e-6 and abs(eq["cost_gap"]["p2"]) < 1e-6
 
 
-def test_lq_nash_gains_per_step_and_checkpoint_round_trip(make_cfg, tmp_path):
+def test_lq_nash_gains_per_step_and_a_resume_that_changes_nothing(make_cfg, tmp_path):
     cfg = make_cfg([*EXACT, "env=lq", "env.horizon=4", "env.discount=null"])
     summary = run(cfg, tmp_path)
     gains = summary["exact"]["nash"][0]["gains"]
     assert len(gains["p1"]) == 4 and len(gains["p1"][0]) == 1 and len(gains["p1"][0][0]) == 2
     assert summary["eq"]["reference"]["equilibrium"] == "feedback_nash"
     assert max(summary["eq"]["gain_error"].values()) < 1e-6
-    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
-    assert state["solver"] == {"iteration": 1, "global_step": 0}
+    assert not (tmp_path / "checkpoints").exists()  # nothing learned, nothing to checkpoint
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("[!.]*") if p.is_file()}
+    again = run(compose_config([f"resume={tmp_path}", "hardware=cpu"]), tmp_path)
+    assert again == summary  # a resume of the finished run says so and changes nothing
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("[!.]*") if p.is_file()} == before
 
 
 @pytest.mark.parametrize(
