@@ -25,9 +25,10 @@ from omegaconf import OmegaConf
 from dgsolve import games, solvers
 from dgsolve.artifacts import RunArtifacts, atomic_write_bytes, versions
 from dgsolve.errors import ConfigError, IncompleteRun, Interrupted, RunDirError, TrainingDiverged
-from dgsolve.eval.equilibrium import equilibrium_report, verdict_line
+from dgsolve.eval.equilibrium import equilibrium_report
 from dgsolve.eval.returns import evaluate_returns, uniform_random_actions
 from dgsolve.hierarchy import Hierarchy
+from dgsolve.report import print_report
 from dgsolve.rundir import CHECKPOINT_VERSION, load_checkpoint, restore, run_identity
 
 RESUMABLE = True
@@ -40,7 +41,7 @@ STAGE_OPTIONS = {
     "rollout": ("task.render",),
 }
 #: summary keys the evaluation stage writes (kept from the earlier summary when not redone)
-EVALUATION_KEYS = ("eval_episodes", "returns", "random_returns", "eq")
+EVALUATION_KEYS = ("eval_episodes", "returns", "random_returns", "mean_return", "eq")
 
 
 def execute(ctx) -> dict:
@@ -61,9 +62,12 @@ def _train(ctx, cfg, device: torch.device, game) -> dict:
         )
     solver = solvers.make(cfg.algo, game, hierarchy, device, cfg.seed)
     identity = run_identity(cfg, game, hierarchy)
-    art = RunArtifacts(ctx.dir, game.agents)
+    learns = getattr(solver, "learns", True)  # False: algo=exact computes, nothing to curve
+    art = RunArtifacts(ctx.dir, game.agents, tensorboard=learns)
     wall_before, previous = 0.0, {}
-    if ctx.resumed:
+    if ctx.resumed and not learns:
+        previous = _previous_summary(ctx.dir)  # no checkpoint: the solution is recomputed
+    elif ctx.resumed:
         ckpt_path = art.checkpoint_path
         if not ckpt_path.is_file():
             raise RunDirError(f"cannot resume '{ctx.dir}': it has no checkpoints/last.pt")
@@ -92,7 +96,8 @@ def _train(ctx, cfg, device: torch.device, game) -> dict:
         f"{device} | run dir {art.dir}"
     )
     trained_now = not solver.done
-    if ctx.resumed and not trained_now and previous.get("status") == "completed":
+    finished = not trained_now or not learns
+    if ctx.resumed and finished and previous.get("status") == "completed":
         if not _stages_to_run(False, previous, ctx.changed):
             more = (
                 "; to train on, resume with a larger algo.total_timesteps"
@@ -106,7 +111,10 @@ def _train(ctx, cfg, device: torch.device, game) -> dict:
             art.close()
             return previous
     try:
-        if trained_now:
+        if trained_now and not learns:
+            while not solver.done:
+                solver.step()
+        elif trained_now:
             _training_loop(ctx, cfg, solver, art, device, checkpoint_state, wall)
     except Interrupted as stop:
         base = _summary_base(cfg, solver, hierarchy, device)
@@ -117,10 +125,14 @@ def _train(ctx, cfg, device: torch.device, game) -> dict:
     base = _summary_base(cfg, solver, hierarchy, device)
 
     # RESULTS before anything that could fail: checkpoint, policy, history, provisional summary
-    art.save_checkpoint(checkpoint_state())
+    if learns:
+        art.save_checkpoint(checkpoint_state())
     art.save_policy(solver.policy_state())
-    art.write_history()
-    todo = _stages_to_run(trained_now, previous, ctx.changed)
+    if learns:
+        art.write_history()
+    todo = _stages_to_run(trained_now and learns, previous, ctx.changed)
+    if not learns:
+        todo = [s for s in todo if s != "plots"]  # no curves: no empty plots
     summary = {**base, "status": "evaluating", "wall_time_s": wall()}
     summary["steps_per_s"] = solver.global_step / max(summary["wall_time_s"], 1e-9)
     if not trained_now:
@@ -159,11 +171,11 @@ def _train(ctx, cfg, device: torch.device, game) -> dict:
         atomic_write_bytes(art.dir / "errors.log", log.encode())
     summary["missing"] = missing
     summary["status"] = "interrupted" if interrupted else ("incomplete" if missing else "completed")
-    art.write_history()
+    if learns:
+        art.write_history()
     art.write_summary(summary)
     art.close()
-    if "eq" in summary and "evaluation" not in missing:
-        print(f"dgsolve: {verdict_line(summary['eq'], hierarchy)}")
+    print_report(summary, hierarchy, art.dir)
     if interrupted is not None:
         print(
             f"dgsolve: interrupted after training ({', '.join(missing)} missing); everything "
@@ -366,6 +378,7 @@ def final_evaluation(cfg, solver, hierarchy: Hierarchy, device: torch.device) ->
     finally:
         game.close()
     out = {"eval_episodes": episodes, "returns": returns, "random_returns": random_returns}
+    out["mean_return"] = sum(returns.values()) / max(1, len(returns))  # the default objective
     eq = equilibrium_report(cfg, joint, hierarchy, device)
     if eq is not None:
         out["eq"] = eq
