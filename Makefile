@@ -11,9 +11,9 @@ STAMP := .install.stamp
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
 
-install: ## install dgsolve, its dev tools and OpenSpiel (CPU torch 2.13.0 first where torch is missing)
+install: ## install dgsolve, its dev tools, OpenSpiel, the sweep launchers and W&B (CPU torch 2.13.0 first where torch is missing)
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0
-	$(PIP) install -e ".[dev,openspiel]"
+	$(PIP) install -e ".[dev,openspiel,sweep,ray,wandb]"
 	@touch $(STAMP)
 
 $(STAMP): pyproject.toml

@@ -38,12 +38,17 @@ def _interrupted_early(signum, _frame) -> None:
 
 
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
+    """One run (one job of a sweep); returns ``task.objective`` for sweepers such as Optuna."""
+    from dgsolve.launchers import apply_job_threads
+    from dgsolve.results.objective import objective_value
     from dgsolve.run import run
 
     hydra_cfg = HydraConfig.get()
     try:
-        run(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task))
+        apply_job_threads(cfg, hydra_cfg)  # a parallel sweep's job: its share of the cores
+        summary = run(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task))
+        return objective_value(cfg, summary)
     except DGSolveError as err:
         print(f"dgsolve: error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dgsolve.artifacts import atomic_write_bytes, atomic_write_json
+from dgsolve.artifacts import atomic_write_bytes, atomic_write_json, versions
 from dgsolve.errors import ConfigError, RunDirError
 from dgsolve.eval.bargain import seated
 from dgsolve.eval.crossplay import crossplay_matrix
@@ -69,10 +70,31 @@ def load_player(spec: str, env_cfg, device: torch.device, seed: int):
 def execute(ctx) -> dict:
     """Play the table, write its files, print it and say where they went."""
     cfg = ctx.cfg
+    started = time.perf_counter()
     table = run_crossplay(cfg, ctx.dir, ctx.device)
+    files = [str(ctx.dir / f"crossplay.{ext}") for ext in ("json", "csv", "png")]
+    summary = {
+        "task": "crossplay",
+        "status": "completed",
+        "env": str(cfg.env.name),
+        "algo": "crossplay",
+        "seed": int(cfg.seed),
+        "device": str(ctx.device),
+        "wall_time_s": time.perf_counter() - started,
+        "versions": versions(),
+        "policies": table["policies"],
+        "games": int(cfg.task.games),
+        "crossplay": {"meta": table.get("meta", {})},
+        "files": files,
+    }
+    atomic_write_json(ctx.dir / "summary.json", summary)
     print_crossplay(table)
-    print(f"dgsolve: cross-play table written to {ctx.dir}/crossplay.{{json,csv,png}}")
-    return {"crossplay": table}
+    print(
+        f"dgsolve: cross-play of {len(table['policies'])} policies written to "
+        f"{ctx.dir}: crossplay.json (the tables), crossplay.csv, crossplay.png (heat map), "
+        "summary.json"
+    )
+    return {**summary, "crossplay": table}
 
 
 def print_crossplay(table: dict) -> None:
