@@ -164,6 +164,16 @@ def test_leaderboard_is_mean_and_std_over_seeds_per_configuration(tmp_path, inde
         assert row["std"] == pytest.approx(statistics.stdev(gaps[row["algo"]]))
     code, out, _ = results("leaderboard", "--metric", "eq.verdict.worst_gap", capsys=capsys)
     assert "0.05 ± 0.036" in out and "0.2 ± 0.1" in out
+    code, out, _ = results(
+        "leaderboard",
+        "--metric",
+        "returns.row",
+        "--under",
+        str(tmp_path / "mappo0"),
+        "--json",
+        capsys=capsys,
+    )
+    assert [row["runs"] for row in json.loads(out)["rows"]] == [1]  # one directory's run
     code, out, _ = results("best", "--metric", "returns.row", "--json", capsys=capsys)
     assert json.loads(out)["value"] == pytest.approx(1.3)  # higher is better for a return
 

@@ -51,13 +51,17 @@ def parse_since(text: str) -> float:
 
 def _filtered(index: ResultsIndex, args) -> list[dict]:
     since = parse_since(args.since) if getattr(args, "since", None) else None
-    return index.runs(
+    runs = index.runs(
         algo=getattr(args, "algo", None),
         env=getattr(args, "env", None),
         task=getattr(args, "task", None),
         status=getattr(args, "status", None),
         since=since,
     )
+    if getattr(args, "under", None):
+        root = str(Path(args.under).expanduser().resolve())
+        runs = [r for r in runs if r["run_dir"] == root or r["run_dir"].startswith(root + "/")]
+    return runs
 
 
 def resolve_run(index: ResultsIndex, name: str) -> dict:
@@ -293,6 +297,7 @@ def cmd_leaderboard(index: ResultsIndex, args) -> None:
             row["algo"],
             row["env"],
             ",".join(map(str, row["seeds"])),
+            str(row["runs"]),
             f"{row['mean']:.4g} ± {row['std']:.2g}",
             f"[{row['min']:.4g}, {row['max']:.4g}]",
         ]
@@ -301,7 +306,7 @@ def cmd_leaderboard(index: ResultsIndex, args) -> None:
     order = "lower is better" if lower else "higher is better"
     _print_table(
         f"leaderboard: {args.metric}, mean ± std over seeds ({order})",
-        ["configuration", "algo", "env", "seeds", args.metric, "range"],
+        ["configuration", "algo", "env", "seeds", "runs", args.metric, "range"],
         table,
     )
 
@@ -428,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     filters.add_argument("--task")
     filters.add_argument("--status", help="completed, incomplete, interrupted, diverged, ...")
     filters.add_argument("--since", help="a date (2026-12-01) or a span back (6h, 3d)")
+    filters.add_argument("--under", help="only runs inside this directory (a sweep's)")
     ranked = argparse.ArgumentParser(add_help=False)
     ranked.add_argument("--metric", required=True, help="dotted path into summary.json")
     ranked.add_argument(

@@ -116,11 +116,8 @@ def config_key(config: dict) -> str:
 
 def label(overrides: list[str]) -> str:
     """The command line without the seed and Hydra's own options: a configuration's name."""
-    keep = [
-        o
-        for o in overrides
-        if not o.lstrip("+~").startswith(("seed=", "hydra.", "hydra/", "resume=", "logger."))
-    ]
+    skip = ("hydra.", "hydra/", *(f"{k}=" for k in NOT_CONFIGURATION), *NOT_CONFIGURATION)
+    keep = [o for o in overrides if not o.lstrip("+~").startswith(skip)]
     return " ".join(sorted(keep)) or "(defaults)"
 
 
