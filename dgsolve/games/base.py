@@ -153,7 +153,9 @@ class Game(ABC):
         """Release external resources (subprocesses, windows)."""
 
     def render_episode(self, policy_fn, max_steps: int, seed: int) -> list[np.ndarray]:
-        """Play one greedy episode in a fresh copy and return its RGB frames."""
+        """Play one greedy episode in a fresh copy and return its RGB frames, all of one size,
+        each naming the agents in their plot colours and showing the step
+        (:func:`dgsolve.plots.label_frames`)."""
         raise NotImplementedError(f"{type(self).__name__} does not render")
 
     def state_dict(self) -> dict[str, Any]:

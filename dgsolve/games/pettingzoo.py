@@ -308,7 +308,11 @@ class PettingZooGame(Game):
 
     # ------------------------------------------------------------------ rendering
     def render_episode(self, policy_fn, max_steps: int, seed: int) -> list[np.ndarray]:
-        """Play one episode with ``policy_fn(TimeStep) -> actions`` in a fresh rgb_array copy."""
+        """Play one episode with ``policy_fn(TimeStep) -> actions`` in a fresh rgb_array copy;
+        every frame names the agents (beside each one in mpe2 envs, else in a strip above) and
+        shows the step (:func:`dgsolve.plots.label_frames`)."""
+        from dgsolve.plots import label_frames, mpe_screen_positions
+
         solo = PettingZooGame.__new__(PettingZooGame)
         solo.__dict__.update(self.__dict__)
         solo.envs = [self._build(render_mode="rgb_array")]
@@ -320,15 +324,21 @@ class PettingZooGame(Game):
         solo._reward = {a: r[:1].copy() for a, r in self._reward.items()}
         solo._agent_term = {a: f[:1].copy() for a, f in self._agent_term.items()}
         solo._cycles = np.zeros(1, np.int64)
+        env = solo.envs[0]
+
+        def shot() -> tuple[np.ndarray | None, dict]:
+            return env.render(), mpe_screen_positions(env, self.agents)
+
         ts = solo.reset(seed)
-        frames = [solo.envs[0].render()]
+        shots = [shot()]
         for _ in range(max_steps):
             ts = solo._step_without_reset(policy_fn(ts))
-            frames.append(solo.envs[0].render())
+            shots.append(shot())
             if ts is None:
                 break
-        solo.envs[0].close()
-        return [f for f in frames if f is not None]
+        env.close()
+        shots = [(f, p) for f, p in shots if f is not None]
+        return label_frames([f for f, _ in shots], self.agents, [p for _, p in shots])
 
     def _step_without_reset(self, actions: dict[str, torch.Tensor]) -> TimeStep | None:
         env = self.envs[0]

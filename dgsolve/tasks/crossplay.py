@@ -158,18 +158,28 @@ def _csv(table: dict) -> str:
 
 
 def _heatmap(table: dict, path: Path) -> None:
-    """Welfare of every cell; beside it each seat's Nash probabilities (P1's by the rows, P2's
-    under the columns), and the cells of the equilibrium's support outlined."""
-    import matplotlib
+    """``crossplay.png``: :func:`crossplay_figure` of ``table``."""
+    fig = crossplay_figure(table)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def crossplay_figure(table: dict, env: str | None = "bargain"):
+    """Welfare of every cell; beside it each seat's Nash probabilities (P1's by the rows, P2's
+    under the columns) in that seat's agent colour, support bars solid and the others faint,
+    and the cells of the equilibrium's support outlined."""
+    from matplotlib.colors import to_rgba
     from matplotlib.patches import Rectangle
+
+    from dgsolve.games.bargain.rules import AGENTS
+    from dgsolve.plots import agent_styles, new_figure, title
 
     names = table["policies"]
     k = len(names)
     meta = table["meta"]
-    fig = plt.figure(figsize=(1.6 * k + 3.2, 1.3 * k + 2.6))
+    seat_colour = {seat: style.colour for seat, style in agent_styles(AGENTS).items()}
+    fig = new_figure(figsize=(1.6 * k + 3.2, 1.3 * k + 2.6))
     grid = fig.add_gridspec(
         2, 3, width_ratios=[k, 1.3, 0.25], height_ratios=[k, 1.3], wspace=0.08, hspace=0.08
     )
@@ -189,30 +199,29 @@ def _heatmap(table: dict, path: Path) -> None:
                 Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=3)
             )
     ax.set_yticks(range(k), names)
-    ax.set_ylabel("as P1")
+    ax.set_ylabel("as P1", color=seat_colour["p1"])
     ax.tick_params(axis="x", labelbottom=False)
-    # each seat's equilibrium probabilities, support in red
+    # each seat's equilibrium probabilities in its colour, faint outside the support
     p1, p2 = meta["nash"]["p1"], meta["nash"]["p2"]
     colours = {
-        seat: ["red" if x in support[seat] else "grey" for x in range(k)] for seat in support
+        seat: [to_rgba(seat_colour[seat], 1.0 if x in support[seat] else 0.3) for x in range(k)]
+        for seat in support
     }
-    rows_ax.barh(range(k), p1, color=colours["p1"], height=0.6)
+    rows_ax.barh(range(k), p1, color=colours["p1"], edgecolor=seat_colour["p1"], height=0.6)
     rows_ax.set_xlim(0, 1)
-    rows_ax.set_xlabel("Nash P1")
+    rows_ax.set_xlabel("Nash P1", color=seat_colour["p1"])
     rows_ax.tick_params(axis="y", labelleft=False)
-    cols_ax.bar(range(k), p2, color=colours["p2"], width=0.6)
+    cols_ax.bar(range(k), p2, color=colours["p2"], edgecolor=seat_colour["p2"], width=0.6)
     for i in range(k):
         rows_ax.text(min(p1[i], 0.62) + 0.03, i, f"{p1[i]:.2f}", va="center", fontsize=8)
         cols_ax.text(i, min(p2[i], 0.62) + 0.05, f"{p2[i]:.2f}", ha="center", va="top", fontsize=8)
     cols_ax.set_ylim(1, 0)
-    cols_ax.set_ylabel("Nash P2")
+    cols_ax.set_ylabel("Nash P2", color=seat_colour["p2"])
     cols_ax.set_xticks(range(k), names, rotation=30, ha="right")
-    cols_ax.set_xlabel("as P2")
+    cols_ax.set_xlabel("as P2", color=seat_colour["p2"])
     ax.set_xlim(-0.5, k - 0.5)  # the bars' autoscaling would move the shared limits
     ax.set_ylim(k - 0.5, -0.5)
     fig.colorbar(image, cax=fig.add_subplot(grid[0, 2]), label="welfare (P1 + P2, normalised)")
-    fig.suptitle(f"cross-play welfare; outlined: Nash support (welfare {meta['welfare']:.3f})")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    what = f"cross-play welfare of {k} policies, P1 (rows) against P2 (columns)"
+    fig.suptitle(f"{title(what, env=env)}\noutlined: Nash support (welfare {meta['welfare']:.3f})")
+    return fig
