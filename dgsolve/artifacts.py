@@ -158,13 +158,23 @@ class History:
 class RunArtifacts:
     """The run directory and its writers."""
 
-    def __init__(self, run_dir: Path | str, agents: tuple[str, ...], tensorboard: bool = True):
+    def __init__(
+        self,
+        run_dir: Path | str,
+        agents: tuple[str, ...],
+        tensorboard: bool = True,
+        mirror: Any = None,
+    ):
+        """``mirror``, where given (an object with ``scalar(tag, value, step)`` and ``close()``),
+        gets every scalar TensorBoard gets, same tag and step, and is closed with the run
+        (:func:`dgsolve.wandb_mirror.from_config` makes the W&B one)."""
         self.dir = Path(run_dir).resolve()
         self.dir.mkdir(parents=True, exist_ok=True)
         self.history = History(agents)
         self._smoothed: dict[str, float] = {}
         self._tensorboard = tensorboard
         self._writer = None  # opened with the first scalar: a run that logs none writes no tb/
+        self._mirror = mirror
 
     @property
     def checkpoint_path(self) -> Path:
@@ -179,6 +189,8 @@ class RunArtifacts:
 
             self._writer = SummaryWriter(str(self.dir / "tb"))
         self._writer.add_scalar(tag, value, step)
+        if self._mirror is not None:
+            self._mirror.scalar(tag, value, step)
 
     def log_episodes(self, episodes: list[tuple[int, dict[str, float]]]) -> None:
         """Every episode goes to the history; TensorBoard gets one point per call (an
@@ -227,52 +239,21 @@ class RunArtifacts:
     def write_summary(self, summary: dict) -> None:
         atomic_write_json(self.dir / "summary.json", summary)
 
-    def write_plots(self, step_unit: str = "environment steps") -> None:
+    def write_plots(
+        self,
+        step_unit: str = "environment steps",
+        *,
+        algo: str | None = None,
+        env: str | None = None,
+    ) -> None:
         """``plots/returns.png`` and ``plots/losses.png``; ``step_unit`` names the losses'
-        x-axis (a solver's ``global_step``: environment steps, or CFR+ / PSRO iterations)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        x-axis (a solver's ``global_step``: environment steps, or CFR+ / PSRO iterations), and
+        ``algo`` and ``env``, where given, go into the titles."""
         plots = self.dir / "plots"
         plots.mkdir(exist_ok=True)
-        fig, ax = plt.subplots(figsize=(7, 4))
-        # episodes that end in the same step (copies finish together) become one point
-        steps, first = np.unique(np.asarray(self.history.episodes["env_step"]), return_index=True)
-        for a, v in self.history.episodes["returns"].items():
-            if v:
-                means = np.add.reduceat(np.asarray(v, dtype=np.float64), first)
-                means /= np.diff(np.append(first, len(v)))
-                ax.plot(steps, _ema(means), label=a)
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel(f"mean episodic return (EMA {SMOOTHING})")
-        if len(steps):
-            ax.legend(fontsize="small")
-        fig.tight_layout()
-        _save_fig(fig, plots / "returns.png")
-        plt.close(fig)
-
-        # PPO's three curves, or PSRO's (NashConv, the meta-game's welfare, the populations);
-        # a solver that logs others (CFR's nash_conv) gets its own
-        logged = {k for rec in self.history.updates.values() for k in rec if k != "env_step"}
-        keys = []
-        for preferred in (("policy_loss", "value_loss", "entropy"), PSRO_CURVES):
-            keys = keys or [k for k in preferred if k in logged]
-        keys = keys or sorted(logged)[:3] or ["policy_loss"]
-        fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), squeeze=False)
-        for ax, key in zip(axes[0], keys, strict=True):
-            for learner, rec in self.history.updates.items():
-                if key in rec:
-                    few = len(rec[key]) <= 50  # markers where the points are few
-                    ax.plot(rec["env_step"], rec[key], marker="." if few else None, label=learner)
-            ax.set_title(key)
-            ax.set_xlabel(step_unit)
-        if self.history.updates:
-            axes[0][0].legend(fontsize="small")
-        fig.tight_layout()
+        _save_fig(returns_figure(self.history, algo=algo, env=env), plots / "returns.png")
+        fig = losses_figure(self.history, step_unit, algo=algo, env=env)
         _save_fig(fig, plots / "losses.png")
-        plt.close(fig)
 
     def write_gif(self, frames: list[np.ndarray], fps: int = 10) -> None:
         from PIL import Image
@@ -292,6 +273,9 @@ class RunArtifacts:
             self._writer.flush()
             self._writer.close()
             self._writer = None
+        if self._mirror is not None:
+            mirror, self._mirror = self._mirror, None  # closed once, even if closing fails
+            mirror.close()
 
 
 #: PSRO's curves in ``plots/losses.png``, per iteration
@@ -311,3 +295,69 @@ def _save_fig(fig, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def returns_figure(history: History, *, algo: str | None = None, env: str | None = None):
+    """The figure of ``plots/returns.png``: each agent's mean episodic return per logged step
+    (episodes that end in the same step averaged), smoothed by an EMA."""
+    from dgsolve.plots import agent_styles, new_figure, title
+
+    fig = new_figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    returns = history.episodes["returns"]
+    styles = agent_styles(history.agents, returns)
+    # episodes that end in the same step (copies finish together) become one point
+    steps, first = np.unique(np.asarray(history.episodes["env_step"]), return_index=True)
+    for a, v in returns.items():
+        if v:
+            means = np.add.reduceat(np.asarray(v, dtype=np.float64), first)
+            means /= np.diff(np.append(first, len(v)))
+            ax.plot(steps, _ema(means), label=a, **styles[a].line(len(steps)))
+    if len(steps):
+        ax.legend(fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "no episodes logged", ha="center", va="center", transform=ax.transAxes)
+    ax.set_title(title("episodic return per agent", algo, env))
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel(f"mean episodic return (EMA {SMOOTHING})")
+    fig.tight_layout()
+    return fig
+
+
+def losses_figure(
+    history: History,
+    step_unit: str = "environment steps",
+    *,
+    algo: str | None = None,
+    env: str | None = None,
+):
+    """The figure of ``plots/losses.png``: PPO's three curves, or PSRO's (NashConv, the
+    meta-game's welfare, the populations), or the first three a solver logs (CFR's
+    ``nash_conv``), one curve per learner."""
+    from dgsolve.plots import agent_styles, new_figure, title
+
+    logged = {k for rec in history.updates.values() for k in rec if k != "env_step"}
+    keys = []
+    for preferred in (("policy_loss", "value_loss", "entropy"), PSRO_CURVES):
+        keys = keys or [k for k in preferred if k in logged]
+    keys = keys or sorted(logged)[:3] or ["policy_loss"]
+    styles = agent_styles(history.agents, history.updates)
+    fig = new_figure(figsize=(4 * len(keys), 3.8))
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    for ax, key in zip(axes, keys, strict=True):
+        for learner, rec in history.updates.items():
+            if key in rec:
+                ax.plot(
+                    rec["env_step"], rec[key], label=learner, **styles[learner].line(len(rec[key]))
+                )
+        ax.set_title(key)
+        ax.set_xlabel(step_unit)
+    if history.updates:
+        axes[0].legend(fontsize="small")
+    else:
+        axes[0].text(
+            0.5, 0.5, "no updates logged", ha="center", va="center", transform=axes[0].transAxes
+        )
+    fig.suptitle(title("training curves per learner", algo, env))
+    fig.tight_layout()
+    return fig

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from dgsolve import games, solvers
+from dgsolve import games, solvers, wandb_mirror
 from dgsolve.artifacts import RunArtifacts, atomic_write_bytes, versions
 from dgsolve.errors import ConfigError, IncompleteRun, Interrupted, RunDirError, TrainingDiverged
 from dgsolve.eval.equilibrium import equilibrium_report
@@ -63,7 +63,9 @@ def _train(ctx, cfg, device: torch.device, game) -> dict:
     solver = solvers.make(cfg.algo, game, hierarchy, device, cfg.seed)
     identity = run_identity(cfg, game, hierarchy)
     learns = getattr(solver, "learns", True)  # False: algo=exact computes, nothing to curve
-    art = RunArtifacts(ctx.dir, game.agents, tensorboard=learns)
+    art = RunArtifacts(
+        ctx.dir, game.agents, tensorboard=learns, mirror=wandb_mirror.from_config(ctx.cfg, ctx.dir)
+    )
     wall_before, previous = 0.0, {}
     if ctx.resumed and not learns:
         previous = _previous_summary(ctx.dir)  # no checkpoint: the solution is recomputed
@@ -147,7 +149,11 @@ def _train(ctx, cfg, device: torch.device, game) -> dict:
     errors: dict[str, str] = {}
     stages = {
         "evaluation": lambda: summary.update(_evaluate(cfg, solver, hierarchy, device, art, wall)),
-        "plots": lambda: art.write_plots(getattr(solver, "step_unit", "environment steps")),
+        "plots": lambda: art.write_plots(
+            getattr(solver, "step_unit", "environment steps"),
+            algo=cfg.algo.name,
+            env=game_name(cfg),
+        ),
         "rollout": lambda: _rollout_gif(cfg, game, solver, art),
     }
     for stage in STAGES:
