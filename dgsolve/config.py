@@ -1,26 +1,51 @@
 """Typed schemas for every config group, registered in Hydra's ConfigStore.
 
-Each YAML option in ``conf/<group>/`` names its schema in its defaults list
-(``- base_<schema>``), so an unknown key or a value of the wrong type fails when Hydra composes
-the config, before any work starts. The library itself only reads attributes from these objects;
-it works the same with a plain ``OmegaConf.structured(...)`` config built from Python.
+:func:`register_configs` stores each schema at the root of the ConfigStore, as
+``schema_<group>_<name>`` (``schema_algo_ppo``, ``schema_env_lq``; ``schema_hierarchy``,
+``schema_hardware`` and ``schema_config`` for the one-schema groups and the root), and never
+inside a group, so a schema is not an option (``algo=schema_algo_ppo`` is an unknown choice like
+any other). Each YAML option in ``conf/<group>/`` names its schema with an absolute default:
+``- /schema_env_lq`` in a group's own package, ``- /schema_algo_ppo@algo`` from the ``_global_``
+algo files. An unknown key or a value of the wrong type then fails when Hydra composes the config,
+before any work starts.
+
+Mappings whose keys are data rather than option names (a PettingZoo factory's ``kwargs``, the LQ
+matrices keyed by agent) are declared with :func:`open_mapping` and left out of Hydra's struct mode,
+so ``env.kwargs.max_cycles=60`` or ``env.R.p1.p2=[[0.17]]`` adds a key without ``+``; the game
+checks their keys when it is built. Every other node stays closed, a typo included.
+
+The library itself only reads attributes from these objects; it works the same with a plain
+``OmegaConf.structured(...)`` config built from Python.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from dgsolve.games.bargain.config import BargainConfig
 from dgsolve.games.lq import LQConfig
 from dgsolve.games.matrix import MatrixConfig
 from dgsolve.games.openspiel import OpenSpielConfig
 from dgsolve.search import Leaf, Root
+
+#: the dataclass field metadata that marks a mapping as open (see :func:`open_mapping`)
+OPEN_KEYS = "dgsolve.open_keys"
+
+
+def open_mapping(default: dict | str = MISSING) -> Any:
+    """A mapping field that takes new keys from the command line without Hydra's ``+``: its keys
+    are data (agent names, a factory's keyword arguments) that the game checks, not options."""
+    metadata = {OPEN_KEYS: True}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 # --------------------------------------------------------------------------- hardware
@@ -135,7 +160,7 @@ class EnvConfig:
 class PettingZooEnvConfig(EnvConfig):
     family: str = "pettingzoo"
     factory: str = MISSING
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    kwargs: dict[str, Any] = open_mapping({})
     max_cycles: int | None = None
     wrap_aec: bool = False
 
@@ -197,9 +222,12 @@ class LQEnvConfig(LQConfig):
     name: str = "lq"
     ppo: dict[str, Any] = field(default_factory=dict)
     A: list = MISSING
-    B: dict = MISSING
-    Q: dict = MISSING
-    R: dict = MISSING
+    B: dict = open_mapping()
+    Q: dict = open_mapping()
+    R: dict = open_mapping()
+    #: Any, not ``dict | None``: OmegaConf cannot merge a mapping given on the command line
+    #: (``env.Qf={p1: ..., p2: ...}``) into a typed mapping that is null; the game checks it
+    Qf: Any = None
     x0_mean: list = MISSING
 
 
@@ -455,12 +483,29 @@ SCHEMAS: dict[str, dict[str, type]] = {
 }
 
 
+def schema_name(group: str, name: str) -> str:
+    """The ConfigStore name of a schema: ``schema_<group>_<name>``, or ``schema_<group>`` for
+    the groups with one schema (``hierarchy``, ``hardware``)."""
+    return f"schema_{group}" if name == group else f"schema_{group}_{name}"
+
+
+def _structured(schema: type) -> DictConfig:
+    """``schema`` as a DictConfig whose :func:`open_mapping` fields are out of struct mode (the flag
+    stays with the node through Hydra's merges, and Hydra sets struct mode on the root only)."""
+    node = OmegaConf.structured(schema)
+    for f in dataclasses.fields(schema):
+        if f.metadata.get(OPEN_KEYS):
+            OmegaConf.set_struct(node._get_node(f.name), False)
+    return node
+
+
 def register_configs() -> None:
-    """Store every schema as ``<group>/base_<name>`` and the root as ``base_config``, and
-    register the ``dgsolve.prod`` resolver (a product of numbers, for budgets in configs)."""
+    """Store every schema at the root of the ConfigStore (:func:`schema_name`; the root config
+    as ``schema_config``), and register the ``dgsolve.prod`` resolver (a product of numbers, for
+    budgets in configs)."""
     OmegaConf.register_new_resolver("dgsolve.prod", lambda *xs: math.prod(xs), replace=True)
     cs = ConfigStore.instance()
-    cs.store(name="base_config", node=DGSolveConfig)
+    cs.store(name="schema_config", node=DGSolveConfig)
     for group, schemas in SCHEMAS.items():
-        for name, node in schemas.items():
-            cs.store(group=group, name=f"base_{name}", node=node)
+        for name, schema in schemas.items():
+            cs.store(name=schema_name(group, name), node=_structured(schema))

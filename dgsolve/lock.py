@@ -7,6 +7,9 @@ output directory before the task function starts, so :class:`RunDirCallback` (re
 ``conf/config.yaml`` under ``hydra.callbacks``) takes the lock, and checks that the directory can be
 written and does not already hold a run, in ``on_run_start``: before Hydra touches the directory.
 It also validates every option first, so a run refused at the door leaves no directory behind.
+A sweep (``-m``) is refused the same way in ``on_multirun_start``: every job of Hydra's basic
+sweeper is composed and validated before the sweep directory or any job directory exists (other
+sweepers choose their values as they go; :func:`dgsolve.run.run` validates their jobs).
 The lock is re-entrant within one process (the callback and :func:`dgsolve.run.run` both take it).
 """
 
@@ -19,10 +22,14 @@ import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
 from dgsolve.errors import DGSolveError, OutputError, RunDirError
 
 LOCK_NAME = ".dgsolve.lock"
+
+#: the sweeper whose jobs are all known when the sweep starts
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 #: files whose presence means a directory already holds a dgsolve run (Hydra's own ``.hydra/``
 #: alone does not: a run refused at validation leaves only that)
@@ -128,6 +135,41 @@ class RunDirCallback(Callback):
             sys.exit(err.exit_code)
         with read_write(config.hydra.run):
             config.hydra.run.dir = str(path)
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        """Validate every job of a basic sweep before Hydra creates a directory for any."""
+        if OmegaConf.select(config, "hydra.sweeper._target_") != BASIC_SWEEPER:
+            return
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        from dgsolve.cli import COMPOSITION_ERRORS, composition_error
+        from dgsolve.validation import validate
+
+        loader = GlobalHydra.instance().config_loader()
+        params = config.hydra.sweeper.params or {}
+        arguments = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+        overrides = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
+        jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+        for num, job in enumerate(jobs):
+            try:
+                job_config = loader.load_sweep_config(config, list(job))
+                if job_config.get("resume"):
+                    continue  # the resumed run's own config is checked when the job starts
+                HydraConfig.instance().set_config(job_config)
+                validate(job_config)
+            except (DGSolveError, *COMPOSITION_ERRORS) as err:
+                # Hydra turns a callback's exception into a warning and goes on: exit here
+                reason = composition_error(err) if isinstance(err, COMPOSITION_ERRORS) else err
+                print(
+                    f"dgsolve: error: {reason} (sweep job #{num}: {' '.join(job)}); "
+                    f"none of the {len(jobs)} jobs was started",
+                    file=sys.stderr,
+                )
+                sys.exit(getattr(err, "exit_code", 2))
+        HydraConfig.instance().set_config(config)
 
     def on_run_end(self, config, **kwargs) -> None:
         if self._dir is not None:

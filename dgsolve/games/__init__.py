@@ -8,11 +8,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
+from dgsolve import lazy_import
 from dgsolve.errors import ConfigError
 from dgsolve.games.base import AgentSpec, Game, TimeStep
+
+# loaded on first use (dgsolve.lazy_import): importing the schemas of dgsolve.games.* runs this
+torch = lazy_import("torch")
 
 __all__ = ["AgentSpec", "Game", "TimeStep", "make", "FAMILIES"]
 

@@ -14,9 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
+
+from dgsolve import lazy_import
+
+# loaded on first use (dgsolve.lazy_import): the config schemas (dgsolve.config) derive from
+# CoercibleConfig, and importing them must not cost torch's import
+np = lazy_import("numpy")
+torch = lazy_import("torch")
 
 
 @dataclass(frozen=True)

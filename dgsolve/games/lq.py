@@ -22,11 +22,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
-import torch
-
+from dgsolve import lazy_import
 from dgsolve.errors import ConfigError
 from dgsolve.games.base import AgentSpec, CoercibleConfig, Game, TimeStep, all_true, loaded
+
+# loaded on first use (dgsolve.lazy_import): dgsolve.config imports this module's config schema
+np = lazy_import("numpy")
+torch = lazy_import("torch")
 
 
 # The default game: both players push the state along the same input direction. p1 mostly cares

@@ -18,11 +18,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-import torch
-
+from dgsolve import lazy_import
 from dgsolve.errors import ConfigError
 from dgsolve.games.base import AgentSpec, CoercibleConfig, Game, TimeStep, all_true, loaded
+
+# loaded on first use (dgsolve.lazy_import): dgsolve.config imports this module's config schema
+np = lazy_import("numpy")
+torch = lazy_import("torch")
 
 #: The twelve canonical 2x2 games of "Oracles & Followers: Stackelberg Equilibria in Deep
 #: Multi-Agent Reinforcement Learning" (Gerstgrasser & Parkes, ICML 2023), also used in "The Good

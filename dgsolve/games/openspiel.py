@@ -30,11 +30,13 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import torch
-
+from dgsolve import lazy_import
 from dgsolve.errors import ConfigError
 from dgsolve.games.base import AgentSpec, CoercibleConfig, Game, TimeStep
+
+# loaded on first use (dgsolve.lazy_import): dgsolve.config imports this module's config schema
+np = lazy_import("numpy")
+torch = lazy_import("torch")
 
 INSTALL_HINT = "install the extra: pip install 'dgsolve[openspiel]'"
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
+from dgsolve import lazy_import
 from dgsolve.errors import ConfigError
 from dgsolve.games.bargain.config import BargainBackend, BargainConfig, OutsideOffer
-from dgsolve.games.bargain.reference import BargainGame
-from dgsolve.games.bargain.rules import BargainRules
 from dgsolve.games.base import Game
+
+# loaded on first use (dgsolve.lazy_import): dgsolve.config imports this package's config schema
+torch = lazy_import("torch")
 
 __all__ = [
     "BargainBackend",
@@ -29,6 +29,19 @@ __all__ = [
     "make_bargain",
     "parallel_env",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # the torch implementations, imported when first named (the schema needs neither)
+    if name == "BargainGame":
+        from dgsolve.games.bargain.reference import BargainGame
+
+        return BargainGame
+    if name == "BargainRules":
+        from dgsolve.games.bargain.rules import BargainRules
+
+        return BargainRules
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def make_bargain(cfg: Any = None, device: torch.device | str | None = None) -> Game:
@@ -43,6 +56,8 @@ def make_bargain(cfg: Any = None, device: torch.device | str | None = None) -> G
     if backend is BargainBackend.auto:
         backend = BargainBackend.triton if device.type == "cuda" else BargainBackend.torch
     if backend is BargainBackend.torch:
+        from dgsolve.games.bargain.reference import BargainGame
+
         return BargainGame(cfg, device)
     if backend is BargainBackend.triton and (not cuda or device.type != "cuda"):
         where = "no CUDA GPU is visible" if not cuda else f"the device is {device}"

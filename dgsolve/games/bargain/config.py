@@ -2,7 +2,7 @@
 
 The defaults are BARGAIN.md's rules exactly; every other value is one of the extensions listed in
 its last section. The first four fields are those of :class:`dgsolve.config.EnvConfig`, so the
-schema can be registered as ``env/base_bargain`` beside the other game families (it does not
+schema can be registered (``schema_env_bargain``) beside the other game families (it does not
 inherit from it, to keep this module free of Hydra and of import cycles with ``dgsolve.config``).
 """
 
