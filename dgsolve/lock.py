@@ -87,6 +87,24 @@ def acquire(path: Path | str) -> Path:
     return path
 
 
+def is_held(path: Path | str) -> bool:
+    """Whether a live process (this one included) holds the lock of run directory ``path``."""
+    path = Path(path).expanduser().resolve()
+    if path in _held:
+        return True
+    try:
+        fd = os.open(path / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return False  # never locked
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a probe lock this call took
+    return False
+
+
 def release(path: Path | str) -> None:
     path = Path(path).expanduser().resolve()
     if path not in _held:

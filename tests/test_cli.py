@@ -18,6 +18,7 @@ from tests.conftest import TINY
 
 def dgsolve(*args: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "SDL_VIDEODRIVER": "dummy"}
+    env.pop("HYDRA_FULL_ERROR", None)  # set, it would turn one-line errors into tracebacks
     return subprocess.run(
         [sys.executable, "-m", "dgsolve.cli", *args],
         cwd=cwd,

@@ -3,7 +3,6 @@ sweeps refused at validation that leave no directory behind."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import types
@@ -19,25 +18,13 @@ from dgsolve import games, lazy_import
 from dgsolve.cli import composition_error, config_dir, config_groups
 from dgsolve.config import SCHEMAS, schema_name
 from tests.conftest import compose_config
+from tests.test_cli import dgsolve
 
 GROUPS = ("algo", "env", "experiment", "hardware", "hierarchy", "task")
 
 
 def yaml_options(group: str) -> list[str]:
     return sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml"))
-
-
-def dgsolve(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SDL_VIDEODRIVER": "dummy"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run(
-        [sys.executable, "-m", "dgsolve.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
 
 
 def one_line(proc: subprocess.CompletedProcess) -> str:

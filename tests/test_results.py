@@ -252,3 +252,16 @@ def test_the_console_script_is_installed():
     assert out.returncode == 0
     for command in ("list", "show", "compare", "best", "leaderboard", "export", "plot"):
         assert command in out.stdout
+
+
+def test_a_run_without_a_final_status_is_running_while_locked_else_unfinished(tmp_path):
+    from dgsolve import lock
+    from dgsolve.results.record import read_run
+
+    d = fake_run(tmp_path, "live", status="evaluating")
+    lock.acquire(d)
+    try:
+        assert lock.is_held(d) and read_run(d)["status"] == "running"
+    finally:
+        lock.release(d)
+    assert not lock.is_held(d) and read_run(d)["status"] == "unfinished"

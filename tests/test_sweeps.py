@@ -50,36 +50,33 @@ def assert_jobs(runs, seeds):
     assert {r["status"] for r in runs} == {"completed"}
 
 
-@needs("hydra_plugins.hydra_joblib_launcher", "sweep")
-def test_joblib_runs_the_jobs_in_parallel_processes(tmp_path):
-    runs, _ = sweep(
-        tmp_path, *EXACT, "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"
-    )
-    assert_jobs(runs, [0, 1])
+#: each launcher's two-job sweep as a user types it, with the plugin it needs
+LAUNCHERS = {
+    "joblib": (
+        ("hydra_plugins.hydra_joblib_launcher", "sweep"),
+        ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+    ),
+    "submitit_local": (
+        ("hydra_plugins.hydra_submitit_launcher", "sweep"),
+        ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5"],
+    ),
+    "ray_local_cluster": (
+        ("hydra_plugins.hydra_ray_launcher", "ray"),
+        [
+            "hydra/launcher=ray",
+            "+hydra.launcher.ray.init.num_cpus=2",
+            "+hydra.launcher.ray.init.include_dashboard=false",
+        ],
+    ),
+}
 
 
-@needs("hydra_plugins.hydra_submitit_launcher", "sweep")
-def test_submitit_local_runs_a_two_job_sweep(tmp_path):
-    runs, _ = sweep(
-        tmp_path,
-        *EXACT,
-        "seed=0,1",
-        "hydra/launcher=submitit_local",
-        "hydra.launcher.timeout_min=5",
-    )
-    assert_jobs(runs, [0, 1])
-
-
-@needs("hydra_plugins.hydra_ray_launcher", "ray")
-def test_ray_runs_a_two_job_sweep_on_a_local_cluster(tmp_path):
-    runs, _ = sweep(
-        tmp_path,
-        *EXACT,
-        "seed=0,1",
-        "hydra/launcher=ray",
-        "+hydra.launcher.ray.init.num_cpus=2",
-        "+hydra.launcher.ray.init.include_dashboard=false",
-    )
+@pytest.mark.parametrize(
+    "launcher",
+    [pytest.param(name, marks=needs(*plugin)) for name, (plugin, _) in LAUNCHERS.items()],
+)
+def test_a_launcher_runs_a_two_job_sweep_into_the_index(tmp_path, launcher):
+    runs, _ = sweep(tmp_path, *EXACT, "seed=0,1", *LAUNCHERS[launcher][1])
     assert_jobs(runs, [0, 1])
 
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
+
+from dgsolve import lock
 
 #: options that do not change what a run computes: left out of the configuration a leaderboard
 #: groups seeds by (``config_key``), and of ``compare``'s differences unless asked
@@ -131,30 +132,6 @@ def started_at(run_dir: Path) -> float:
     return 0.0
 
 
-def _lock_held(run_dir: Path) -> bool:
-    """Whether a live process holds the run's lock (:mod:`dgsolve.lock`)."""
-    import fcntl
-
-    from dgsolve.lock import LOCK_NAME, _held
-
-    path = run_dir / LOCK_NAME
-    if not path.is_file():
-        return False
-    if run_dir.resolve() in _held:
-        return True
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
 #: statuses a run ends with (a summary with another one was written by a run still going, or
 #: by one that died before it could say how it ended)
 FINAL_STATUSES = ("completed", "incomplete", "interrupted", "diverged", "failed")
@@ -185,7 +162,7 @@ def read_run(
     task = (config.get("task") or {}).get("name") or summary.get("task") or "train"
     status = summary.get("status")
     if status not in FINAL_STATUSES:
-        status = fallback or ("running" if _lock_held(root) else "unfinished")
+        status = fallback or ("running" if lock.is_held(root) else "unfinished")
     return {
         "run_dir": str(root),
         "name": root.name,
