@@ -1,7 +1,7 @@
 # dgsolve — `make help` lists the targets.
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
-RUN_ARGS ?= algo=stackelberg_ppo env=simple_adversary algo.total_timesteps=20000
+RUN_ARGS ?= algo=stackelberg_ppo env=simple_adversary
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -19,7 +19,7 @@ install: ## install dgsolve, its dev tools, OpenSpiel, the sweep launchers and W
 $(STAMP): pyproject.toml
 	$(MAKE) install
 
-run: $(STAMP) ## install if needed, then train Stackelberg PPO on simple_adversary (small budget)
+run: $(STAMP) ## install if needed, then train Stackelberg PPO on simple_adversary (2M steps, minutes)
 	$(PYTHON) -m dgsolve.cli $(RUN_ARGS)
 
 test: $(STAMP) ## install if needed, then run the test suite
@@ -31,6 +31,7 @@ lint: ## ruff check and format check
 
 bench: ## print the benchmark figures (JSON)
 	$(PYTHON) benchmarks/overhead.py
+	$(PYTHON) benchmarks/mpe_throughput.py
 	$(PYTHON) benchmarks/bargain_throughput.py
 
 clean: ## remove build files and caches (keeps outputs/)

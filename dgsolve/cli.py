@@ -17,6 +17,7 @@ renders it, to list the added groups too.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import os
 import signal
@@ -105,7 +106,8 @@ def _compose_and_run() -> None:
         if args.help and args.config_path is None and args.config_dir is None:
             print(app_help(parser, args.overrides, args.config_name, resolve=args.resolve))
         else:
-            main()
+            with _mode_from_the_command_line(args):
+                main()
     except COMPOSITION_ERRORS as err:
         if full_error == "1":
             raise
@@ -116,6 +118,29 @@ def _compose_and_run() -> None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = full_error
+
+
+@contextlib.contextmanager
+def _mode_from_the_command_line(args):
+    """Spare Hydra one of its two compositions of a plain run's config.
+
+    Before running, Hydra composes the whole config once only to read ``hydra.mode`` (a config
+    may turn a plain command into a multirun), then composes it again for the run. No dgsolve
+    config sets ``hydra.mode``; unless the command line names it, asks for ``-m`` or adds an
+    experiment file (which could set it), the mode is a plain run and the first composition is
+    skipped: Hydra's ``get_mode`` answers "not set", as it would have."""
+    from hydra._internal.hydra import Hydra
+
+    decides = [o for o in args.overrides if "hydra.mode" in o or "experiment" in o]
+    if args.multirun or decides:
+        yield
+        return
+    original = Hydra.get_mode
+    Hydra.get_mode = lambda self, config_name, overrides: None
+    try:
+        yield
+    finally:
+        Hydra.get_mode = original
 
 
 # --------------------------------------------------------------------------- one-line errors

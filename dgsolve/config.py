@@ -165,10 +165,16 @@ class PettingZooEnvConfig(EnvConfig):
     wrap_aec: bool = False
 
 
+class MPEBackend(str, Enum):
+    torch = "torch"  # dgsolve.games.mpe: every copy in tensors on hardware's device
+    mpe2 = "mpe2"  # mpe2 itself through the PettingZoo adapter (the reference)
+
+
 @dataclass
 class MPEEnvConfig(EnvConfig):
     family: str = "mpe"
     factory: str = MISSING
+    backend: MPEBackend = MPEBackend.torch
     max_cycles: int = 25
     continuous_actions: bool = False
     render: bool = True

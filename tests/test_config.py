@@ -87,8 +87,11 @@ def test_games_bring_their_ppo_settings_and_the_command_line_wins():
     assert lq.policy.value == "linear" and lq.ent_coef == 0.2
     bargain = compose_config(["env=bargain", "algo=ppo"]).algo
     assert bargain.total_timesteps == 10_000_000 and list(bargain.hidden_sizes) == [256, 256]
-    mpe = compose_config(["env=simple_spread", "algo=nash_ppo"]).algo
-    assert (mpe.lr, mpe.num_steps, mpe.gamma) == (0.0003, 64, None)
+    mpe = compose_config(["env=simple_spread", "algo=nash_ppo", "env.max_cycles=40"]).algo
+    assert (mpe.lr, mpe.num_steps, mpe.gamma, mpe.clip_vloss) == (0.001, 40, None, False)
+    assert mpe.total_timesteps == 2_000_000
+    generic = compose_config(["env=pettingzoo", "algo=nash_ppo"]).algo
+    assert (generic.lr, generic.num_steps, generic.clip_vloss) == (0.0003, 64, True)
 
 
 def test_exact_algo_ignores_the_ppo_settings():

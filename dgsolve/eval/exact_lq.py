@@ -30,10 +30,13 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy.linalg import block_diag, solve_discrete_lyapunov
 
+from dgsolve import lazy_import
 from dgsolve.errors import ConfigError, HierarchyError
 from dgsolve.games.lq import LQConfig, LQMatrices, lq_matrices
+
+# scipy.linalg costs a tiny run's start-up a second; it is loaded when an LQ game is solved
+scipy_linalg = lazy_import("scipy.linalg")
 
 #: relative change of the value matrices at which the infinite-horizon iteration has converged.
 RICCATI_TOL = 1e-11
@@ -62,7 +65,7 @@ def _stage(
     total = sum(dims.values())
     B_all = np.hstack([mats.B[i] for i in order])
     # R_all[i] is block-diagonal over the stacked actions: u^T R_all[i] u = sum_j u_j^T R_ij u_j.
-    R_all = {i: block_diag(*[mats.R[i][j] for j in order]) for i in order}
+    R_all = {i: scipy_linalg.block_diag(*[mats.R[i][j] for j in order]) for i in order}
 
     response: dict[str, np.ndarray] = {}
     # Phi maps the context of the tier after the current one, [x; actions of tiers <= k], to the
@@ -255,7 +258,7 @@ def evaluate_gains(cfg: LQConfig, gains: dict[str, Any]) -> dict[str, float]:
         return dict.fromkeys(agents, float("inf"))
     for i in agents:
         # P = Q_eff + g F^T P F, the discounted value of the closed loop.
-        P = solve_discrete_lyapunov(np.sqrt(g) * F.T, Q_eff[i])
+        P = scipy_linalg.solve_discrete_lyapunov(np.sqrt(g) * F.T, Q_eff[i])
         noise = g * cfg.noise_std**2 * float(np.trace(P)) / (1 - g)
         costs[i] = float(mu @ P @ mu + cfg.x0_std**2 * np.trace(P) + noise)
     return costs
@@ -421,7 +424,7 @@ def affine_costs(
     costs = {}
     for i in mats.agents:
         stage = _expect_noise(_stage_matrix(mats, i, order, U), n + 1, n)
-        P = solve_discrete_lyapunov(np.sqrt(g) * F.T, stage)  # P = stage + g F^T P F
+        P = scipy_linalg.solve_discrete_lyapunov(np.sqrt(g) * F.T, stage)  # P = stage + g F^T P F
         # The last row of F is e^T, so a constant c added every transition is worth g c / (1 - g).
         c = float(np.trace(N.T @ P @ N)) + cfg.noise_std**2 * float(np.trace(P[:n, :n]))
         P[n, n] += g * c / (1 - g)
@@ -658,7 +661,7 @@ def _next_state_map(mats: LQMatrices, order: Sequence[str], U: np.ndarray) -> np
 def _stage_matrix(mats: LQMatrices, agent: str, order: Sequence[str], U: np.ndarray) -> np.ndarray:
     """``agent``'s stage cost ``x^T Q x + sum_j u_j^T R_ij u_j`` as a quadratic form in ``v``."""
     n = mats.A.shape[0]
-    R_all = block_diag(*[mats.R[agent][j] for j in order])
+    R_all = scipy_linalg.block_diag(*[mats.R[agent][j] for j in order])
     W = U.T @ R_all @ U
     W[:n, :n] += mats.Q[agent]
     return W

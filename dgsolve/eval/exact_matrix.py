@@ -31,9 +31,12 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linprog
 
+from dgsolve import lazy_import
 from dgsolve.errors import CapabilityError
+
+# scipy.optimize costs a tiny run's start-up a second; it is loaded at the first linear program
+scipy_optimize = lazy_import("scipy.optimize")
 
 #: absolute tolerance for ties and tight constraints, relative to payoffs normalised to [1, 2].
 TOL = 1e-9
@@ -178,7 +181,7 @@ def stackelberg_mixed(
     best: tuple[float, int, np.ndarray] | None = None
     for j in range(n):
         # j is a best response to p: p . (F[:, k] - F[:, j]) <= 0 for every k.
-        result = linprog(
+        result = scipy_optimize.linprog(
             -L[:, j],
             A_ub=(F - F[:, [j]]).T,
             b_ub=np.zeros(n),

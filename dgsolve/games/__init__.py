@@ -20,7 +20,7 @@ torch = lazy_import("torch")
 __all__ = ["AgentSpec", "Game", "TimeStep", "make", "FAMILIES"]
 
 #: MPE config fields that are dgsolve's, not the scenario's keyword arguments.
-_MPE_OWN_FIELDS = {"name", "family", "num_envs", "leader", "render", "factory", "ppo"}
+_MPE_OWN_FIELDS = {"name", "family", "num_envs", "leader", "render", "factory", "ppo", "backend"}
 
 
 def _plain(cfg) -> dict:
@@ -44,8 +44,22 @@ def _make_pettingzoo(cfg, device: torch.device) -> Game:
 
 
 def _make_mpe(cfg, device: torch.device) -> Game:
-    kwargs = {k: v for k, v in _plain(cfg).items() if k not in _MPE_OWN_FIELDS}
-    return _pettingzoo_game(cfg, device, kwargs)
+    """``env.backend=torch``: the batched torch twin of the scenario that ``env.factory`` names
+    (:func:`dgsolve.games.mpe.make_torch`); ``mpe2``: mpe2 itself through the PettingZoo
+    adapter."""
+    plain = _plain(cfg)
+    kwargs = {k: v for k, v in plain.items() if k not in _MPE_OWN_FIELDS}
+    if str(plain.get("backend", "mpe2")) != "torch":
+        return _pettingzoo_game(cfg, device, kwargs)
+    from dgsolve.games.mpe import make_torch, scenario_name
+
+    try:
+        scenario = scenario_name(cfg.factory.split(":", 1)[0])
+        game = make_torch(scenario, cfg.num_envs, device, leader=cfg.leader, **kwargs)
+    except ValueError as err:
+        raise ConfigError(f"env={cfg.name}: {err}") from None
+    game.can_render = bool(cfg.render)
+    return game
 
 
 def _make_matrix(cfg, device: torch.device) -> Game:

@@ -543,10 +543,10 @@ class PPOSolver:
                     bootstrap = ts.truncated & ~ts.terminated_for(a)
                     batch[a]["bootstrap"][t] = torch.where(bootstrap, final_values[a], 0.0)
             if done.any():
-                for i in torch.nonzero(done).flatten().tolist():
-                    episodes.append(
-                        (self.global_step, {a: float(r[i]) for a, r in self.episode_return.items()})
-                    )
+                # one host transfer for every finished copy's returns (no per-copy indexing)
+                names = list(self.episode_return)
+                ended = torch.stack([self.episode_return[a][done] for a in names], 1).tolist()
+                episodes += [(self.global_step, dict(zip(names, row, strict=True))) for row in ended]
                 for r in self.episode_return.values():
                     r[done] = 0.0
             self.episode_start = done.clone()

@@ -175,13 +175,17 @@ def test_non_finite_loss_names_the_agent_and_update(make_cfg):
         solver.step()
 
 
-def test_state_dict_round_trip_continues_identically(make_cfg):
-    _, _, a = build(make_cfg, ["algo=nash_ppo", "algo.total_timesteps=256"])
+@pytest.mark.parametrize("backend", ["torch", "mpe2"])
+def test_state_dict_round_trip_continues_identically(make_cfg, backend):
+    overrides = ["algo=nash_ppo", "algo.total_timesteps=256", f"env.backend={backend}"]
+    _, _, a = build(make_cfg, overrides)
     a.step()
     state = copy.deepcopy(a.state_dict())
-    a.ts = None  # a resumed run restarts its games from the seed too
+    assert (state["game"] is not None) is (backend == "torch")  # torch MPE saves its games
+    if backend == "mpe2":
+        a.ts = None  # a resumed run restarts mpe2's games from the seed too
     la = a.step()["losses"]
-    _, _, b = build(make_cfg, ["algo=nash_ppo", "algo.total_timesteps=256"])
+    _, _, b = build(make_cfg, overrides)
     b.load_state_dict(state)
     assert b.step()["losses"] == la
 

@@ -1,0 +1,38 @@
+"""Observation pieces shared by the torch MPE scenarios (mpe2's ``partial_observability``)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def relative(pos: torch.Tensor, agent: int, others: list[int]) -> torch.Tensor:
+    """``[B, len(others) * 2]``: positions of entities ``others`` relative to entity ``agent``,
+    concatenated in that order (mpe2's ``e.state.p_pos - agent.state.p_pos`` list)."""
+    if not others:
+        return pos.new_zeros(pos.shape[0], 0)
+    return (pos[:, others] - pos[:, agent : agent + 1]).flatten(1)
+
+
+def nearest_order(pos: torch.Tensor, agent: int, others: list[int], n: int) -> torch.Tensor:
+    """``[B, min(n, len(others))]``: indices into ``others`` of the ``n`` entities nearest to
+    ``agent``, closest first (mpe2's ``nearest_entities``: ``argsort`` of the distances)."""
+    delta = pos[:, others] - pos[:, agent : agent + 1]
+    dist = torch.linalg.vector_norm(delta, dim=-1)
+    return torch.argsort(dist, dim=1, stable=True)[:, :n]
+
+
+def padded_nearest(values: torch.Tensor, order: torch.Tensor, n: int, width: int) -> torch.Tensor:
+    """``[B, n * width]``: ``values`` ``[B, K, width]`` taken in ``order`` ``[B, k]`` (k ≤ n),
+    zero-padded to ``n`` slots (mpe2's ``padded_relative_positions`` and friends)."""
+    B = values.shape[0]
+    picked = torch.gather(values, 1, order.unsqueeze(-1).expand(-1, -1, width))
+    pad = values.new_zeros(B, n - order.shape[1], width)
+    return torch.cat([picked, pad], 1).flatten(1)
+
+
+def collisions(pos: torch.Tensor, size: torch.Tensor, a: list[int], b: list[int]) -> torch.Tensor:
+    """``[B, len(a), len(b)]`` bool: whether entity ``a[i]`` overlaps entity ``b[j]``
+    (mpe2's ``is_collision``: distance below the sum of the radii)."""
+    delta = pos[:, a].unsqueeze(2) - pos[:, b].unsqueeze(1)
+    dist = torch.sqrt(torch.sum(torch.square(delta), dim=-1))
+    return dist < (size[a].unsqueeze(1) + size[b].unsqueeze(0))

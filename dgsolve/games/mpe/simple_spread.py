@@ -1,0 +1,116 @@
+"""mpe2's ``simple_spread_v3`` in torch: N agents cover N landmarks without colliding.
+
+Observation (mpe2's order): own velocity, own position, landmarks relative to the agent, other
+agents relative to it, the other agents' communication (silent: zeros). With
+``num_agent_neighbors``/``num_landmark_neighbors`` only the nearest ones are shown, zero-padded.
+Reward: ``local_ratio`` × (−1 per other agent touched) + (1 − local_ratio) × (−Σ over
+landmarks of the nearest agent's distance).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from dgsolve.games.mpe.observe import collisions, nearest_order, padded_nearest, relative
+from dgsolve.games.mpe.scenario import TorchScenario, check_kwargs
+from dgsolve.games.mpe.world import WorldLayout, WorldState, distance, uniform
+
+CAPTURE_RADIUS = 0.1  # mpe2's Scenario.CAPTURE_RADIUS (terminate_on_success)
+
+
+class SimpleSpread(TorchScenario):
+    name = "simple_spread"
+    mpe2_module = "mpe2.simple_spread_v3"
+
+    def __init__(
+        self,
+        N: int = 3,
+        local_ratio: float = 0.5,
+        curriculum: bool = False,
+        terminate_on_success: bool = False,
+        num_agent_neighbors: int | None = None,
+        num_landmark_neighbors: int | None = None,
+        **rest: Any,
+    ):
+        check_kwargs(self.name, rest, {})
+        if curriculum:
+            raise ValueError(
+                "simple_spread on the torch backend has no curriculum (env.backend=mpe2 has)"
+            )
+        if N < 1:
+            raise ValueError(f"simple_spread needs N >= 1, not {N}")
+        self.N = N
+        self.local_ratio = local_ratio
+        self.terminate_on_success = terminate_on_success
+        self.num_agent_neighbors = num_agent_neighbors
+        self.num_landmark_neighbors = num_landmark_neighbors
+        agents = tuple(f"agent_{i}" for i in range(N))
+        landmarks = tuple(f"landmark {i}" for i in range(N))
+        self.layout = WorldLayout(
+            agents=agents,
+            landmarks=landmarks,
+            dim_c=2,
+            size=(0.15,) * N + (0.05,) * N,
+            movable=(True,) * N + (False,) * N,
+            collide=(True,) * N + (False,) * N,
+            silent=(True,) * N,
+        )
+        self._agents = list(range(N))
+        self._landmarks = list(range(N, 2 * N))
+
+    def initial_state(self, num_envs, generator, device, dtype) -> WorldState:
+        E = self.layout.num_entities
+        pos = uniform((num_envs, E, 2), -1.0, 1.0, generator, device, dtype)
+        vel = torch.zeros(num_envs, E, 2, device=device, dtype=dtype)
+        comm = torch.zeros(num_envs, self.N, 2, device=device, dtype=dtype)
+        return WorldState(pos, vel, comm)
+
+    def observations(self, state: WorldState) -> dict[str, torch.Tensor]:
+        pos, out = state.pos, {}
+        for i, agent in enumerate(self.layout.agents):
+            others = [j for j in self._agents if j != i]
+            if self.num_landmark_neighbors is None:
+                marks = relative(pos, i, self._landmarks)
+            else:
+                n = self.num_landmark_neighbors
+                order = nearest_order(pos, i, self._landmarks, n)
+                rel = pos[:, self._landmarks] - pos[:, i : i + 1]
+                marks = padded_nearest(rel, order, n, 2)
+            if self.num_agent_neighbors is None:
+                near = relative(pos, i, others)
+                said = state.comm[:, others].flatten(1)
+            else:
+                n = self.num_agent_neighbors
+                order = nearest_order(pos, i, others, n)
+                rel = pos[:, others] - pos[:, i : i + 1]
+                near = padded_nearest(rel, order, n, 2)
+                said = padded_nearest(state.comm[:, others], order, n, self.layout.dim_c)
+            out[agent] = torch.cat([state.vel[:, i], pos[:, i], marks, near, said], 1)
+        return out
+
+    def rewards(self, state: WorldState) -> torch.Tensor:
+        size = torch.tensor(self.layout.size, device=state.pos.device, dtype=state.pos.dtype)
+        hit = collisions(state.pos, size, self._agents, self._agents)
+        eye = torch.eye(self.N, dtype=torch.bool, device=hit.device)
+        return -(hit & ~eye).sum(-1).to(state.pos.dtype)
+
+    def _nearest_agent(self, state: WorldState) -> torch.Tensor:
+        """``[B, N]``: every landmark's distance to its nearest agent."""
+        agents = state.pos[:, self._agents].unsqueeze(1)
+        marks = state.pos[:, self._landmarks].unsqueeze(2)
+        return distance(agents, marks).min(-1).values
+
+    def global_reward(self, state: WorldState) -> torch.Tensor:
+        return -self._nearest_agent(state).sum(-1)
+
+    def is_terminal(self, state: WorldState) -> torch.Tensor | None:
+        if not self.terminate_on_success:
+            return None
+        return (self._nearest_agent(state) < CAPTURE_RADIUS).all(-1)
+
+    def colors(self, state: WorldState) -> torch.Tensor:
+        B = state.pos.shape[0]
+        rows = [(0.35, 0.35, 0.85)] * self.N + [(0.25, 0.25, 0.25)] * self.N
+        return torch.tensor(rows, device=state.pos.device).expand(B, -1, -1)
