@@ -546,7 +546,9 @@ class PPOSolver:
                 # one host transfer for every finished copy's returns (no per-copy indexing)
                 names = list(self.episode_return)
                 ended = torch.stack([self.episode_return[a][done] for a in names], 1).tolist()
-                episodes += [(self.global_step, dict(zip(names, row, strict=True))) for row in ended]
+                episodes += [
+                    (self.global_step, dict(zip(names, row, strict=True))) for row in ended
+                ]
                 for r in self.episode_return.values():
                     r[done] = 0.0
             self.episode_start = done.clone()
