@@ -30,6 +30,20 @@ def padded_nearest(values: torch.Tensor, order: torch.Tensor, n: int, width: int
     return torch.cat([picked, pad], 1).flatten(1)
 
 
+def seen(
+    pos: torch.Tensor, agent: int, others: list[int], n: int | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What ``agent`` sees of entities ``others``: their relative positions ``[B, k * 2]``,
+    all of them in order (``n`` is ``None``, full observability), or the ``n`` nearest, closest
+    first and zero-padded to ``n`` slots; and the order they were picked in (``None`` for all),
+    so that velocities or words of the same entities can follow (:func:`padded_nearest`)."""
+    if n is None:
+        return relative(pos, agent, others), None
+    order = nearest_order(pos, agent, others, n)
+    rel = pos[:, others] - pos[:, agent : agent + 1]
+    return padded_nearest(rel, order, n, 2), order
+
+
 def collisions(pos: torch.Tensor, size: torch.Tensor, a: list[int], b: list[int]) -> torch.Tensor:
     """``[B, len(a), len(b)]`` bool: whether entity ``a[i]`` overlaps entity ``b[j]``
     (mpe2's ``is_collision``: distance below the sum of the radii)."""

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dgsolve.games.mpe.observe import nearest_order, padded_nearest, relative
+from dgsolve.games.mpe.observe import seen
 from dgsolve.games.mpe.scenario import TorchScenario, check_kwargs
 from dgsolve.games.mpe.world import WorldLayout, WorldState, distance, uniform
 
@@ -72,9 +72,7 @@ class SimpleAdversary(TorchScenario):
         E = self.layout.num_entities
         goal = torch.randint(self.N, (num_envs,), generator=generator, device=device)
         pos = uniform((num_envs, E, 2), -1.0, 1.0, generator, device, dtype)
-        vel = torch.zeros(num_envs, E, 2, device=device, dtype=dtype)
-        comm = torch.zeros(num_envs, len(self._agents), 2, device=device, dtype=dtype)
-        return WorldState(pos, vel, comm, {"goal": goal})
+        return WorldState.at_rest(pos, self.layout, {"goal": goal})
 
     def _goal_pos(self, state: WorldState) -> torch.Tensor:
         """``[B, 2]``: every copy's goal landmark position."""
@@ -89,20 +87,8 @@ class SimpleAdversary(TorchScenario):
         goal = self._goal_pos(state)
         for i, agent in enumerate(self.layout.agents):
             others = [j for j in self._agents if j != i]
-            if self.num_landmark_neighbors is None:
-                marks = relative(pos, i, self._landmarks)
-            else:
-                n = self.num_landmark_neighbors
-                order = nearest_order(pos, i, self._landmarks, n)
-                rel = pos[:, self._landmarks] - pos[:, i : i + 1]
-                marks = padded_nearest(rel, order, n, 2)
-            if self.num_agent_neighbors is None:
-                near = relative(pos, i, others)
-            else:
-                n = self.num_agent_neighbors
-                order = nearest_order(pos, i, others, n)
-                rel = pos[:, others] - pos[:, i : i + 1]
-                near = padded_nearest(rel, order, n, 2)
+            marks, _ = seen(pos, i, self._landmarks, self.num_landmark_neighbors)
+            near, _ = seen(pos, i, others, self.num_agent_neighbors)
             parts = [marks, near] if i == 0 else [goal - pos[:, i], marks, near]
             out[agent] = torch.cat(parts, 1)
         return out

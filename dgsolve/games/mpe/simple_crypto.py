@@ -53,9 +53,7 @@ class SimpleCrypto(TorchScenario):
         key = torch.randint(_LANDMARKS, (num_envs,), generator=generator, device=device)
         E = self.layout.num_entities
         pos = uniform((num_envs, E, 2), -1.0, 1.0, generator, device, dtype)
-        vel = torch.zeros(num_envs, E, 2, device=device, dtype=dtype)
-        comm = torch.zeros(num_envs, 3, _DIM_C, device=device, dtype=dtype)
-        return WorldState(pos, vel, comm, {"goal": goal, "key": key})
+        return WorldState.at_rest(pos, self.layout, {"goal": goal, "key": key})
 
     def _color(self, state: WorldState, name: str) -> torch.Tensor:
         """``[B, dim_c]``: the colour of landmark ``extra[name]`` (one-hot of its index)."""

@@ -51,9 +51,7 @@ class SimplePush(TorchScenario):
         E = self.layout.num_entities
         goal = torch.randint(2, (num_envs,), generator=generator, device=device)
         pos = uniform((num_envs, E, 2), -1.0, 1.0, generator, device, dtype)
-        vel = torch.zeros(num_envs, E, 2, device=device, dtype=dtype)
-        comm = torch.zeros(num_envs, 2, 2, device=device, dtype=dtype)
-        return WorldState(pos, vel, comm, {"goal": goal})
+        return WorldState.at_rest(pos, self.layout, {"goal": goal})
 
     def _landmark_colours(self, state: WorldState) -> torch.Tensor:
         """``[2, 3]``: mpe2's landmark colours (``0.1``, channel ``i + 1`` plus ``0.8``)."""

@@ -50,9 +50,7 @@ class SimpleSpeakerListener(TorchScenario):
         E = self.layout.num_entities
         goal = torch.randint(3, (num_envs,), generator=generator, device=device)
         pos = uniform((num_envs, E, 2), -1.0, 1.0, generator, device, dtype)
-        vel = torch.zeros(num_envs, E, 2, device=device, dtype=dtype)
-        comm = torch.zeros(num_envs, 2, 3, device=device, dtype=dtype)
-        return WorldState(pos, vel, comm, {"goal": goal})
+        return WorldState.at_rest(pos, self.layout, {"goal": goal})
 
     def _palette(self, state: WorldState) -> torch.Tensor:
         """``[3, 3]``: the landmarks' colours in the state's dtype and device."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from dgsolve.games.mpe.observe import collisions, nearest_order, padded_nearest, relative
+from dgsolve.games.mpe.observe import collisions, padded_nearest, seen
 from dgsolve.games.mpe.scenario import TorchScenario, check_kwargs
 from dgsolve.games.mpe.world import WorldLayout, WorldState, distance, uniform
 
@@ -63,29 +63,18 @@ class SimpleSpread(TorchScenario):
     def initial_state(self, num_envs, generator, device, dtype) -> WorldState:
         E = self.layout.num_entities
         pos = uniform((num_envs, E, 2), -1.0, 1.0, generator, device, dtype)
-        vel = torch.zeros(num_envs, E, 2, device=device, dtype=dtype)
-        comm = torch.zeros(num_envs, self.N, 2, device=device, dtype=dtype)
-        return WorldState(pos, vel, comm)
+        return WorldState.at_rest(pos, self.layout)
 
     def observations(self, state: WorldState) -> dict[str, torch.Tensor]:
         pos, out = state.pos, {}
         for i, agent in enumerate(self.layout.agents):
             others = [j for j in self._agents if j != i]
-            if self.num_landmark_neighbors is None:
-                marks = relative(pos, i, self._landmarks)
-            else:
-                n = self.num_landmark_neighbors
-                order = nearest_order(pos, i, self._landmarks, n)
-                rel = pos[:, self._landmarks] - pos[:, i : i + 1]
-                marks = padded_nearest(rel, order, n, 2)
-            if self.num_agent_neighbors is None:
-                near = relative(pos, i, others)
+            marks, _ = seen(pos, i, self._landmarks, self.num_landmark_neighbors)
+            near, order = seen(pos, i, others, self.num_agent_neighbors)
+            if order is None:
                 said = state.comm[:, others].flatten(1)
             else:
                 n = self.num_agent_neighbors
-                order = nearest_order(pos, i, others, n)
-                rel = pos[:, others] - pos[:, i : i + 1]
-                near = padded_nearest(rel, order, n, 2)
                 said = padded_nearest(state.comm[:, others], order, n, self.layout.dim_c)
             out[agent] = torch.cat([state.vel[:, i], pos[:, i], marks, near, said], 1)
         return out

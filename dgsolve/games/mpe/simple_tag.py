@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from dgsolve.games.mpe.observe import collisions, nearest_order, padded_nearest, relative
+from dgsolve.games.mpe.observe import collisions, padded_nearest, seen
 from dgsolve.games.mpe.scenario import TorchScenario, check_kwargs
 from dgsolve.games.mpe.world import WorldLayout, WorldState, uniform
 
@@ -100,31 +100,20 @@ class SimpleTag(TorchScenario):
         agents = uniform((num_envs, A, 2), -1.0, 1.0, generator, device, dtype)
         marks = uniform((num_envs, L, 2), -0.9, 0.9, generator, device, dtype)
         pos = torch.cat([agents, marks], 1)
-        vel = torch.zeros(num_envs, A + L, 2, device=device, dtype=dtype)
-        comm = torch.zeros(num_envs, A, 2, device=device, dtype=dtype)
-        return WorldState(pos, vel, comm)
+        return WorldState.at_rest(pos, self.layout)
 
     def observations(self, state: WorldState) -> dict[str, torch.Tensor]:
         """``[own vel, own pos, obstacles, other agents, other good agents' velocities]``."""
         pos, vel, out = state.pos, state.vel, {}
         for i, agent in enumerate(self.layout.agents):
             others = [j for j in self._agents if j != i]
-            if self.num_landmark_neighbors is None:
-                marks = relative(pos, i, self._landmarks)
-            else:
-                n = self.num_landmark_neighbors
-                order = nearest_order(pos, i, self._landmarks, n)
-                rel = pos[:, self._landmarks] - pos[:, i : i + 1]
-                marks = padded_nearest(rel, order, n, 2)
-            if self.num_agent_neighbors is None:
-                near = relative(pos, i, others)
+            marks, _ = seen(pos, i, self._landmarks, self.num_landmark_neighbors)
+            near, order = seen(pos, i, others, self.num_agent_neighbors)
+            if order is None:
                 good = [j for j in others if j in self._good]
                 speeds = vel[:, good].flatten(1)
             else:
                 n = self.num_agent_neighbors
-                order = nearest_order(pos, i, others, n)
-                rel = pos[:, others] - pos[:, i : i + 1]
-                near = padded_nearest(rel, order, n, 2)
                 is_good = torch.tensor([j in self._good for j in others], device=pos.device)
                 shown = torch.where(is_good.view(1, -1, 1), vel[:, others], 0.0)
                 speeds = padded_nearest(shown, order, n, 2)

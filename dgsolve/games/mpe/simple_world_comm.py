@@ -106,9 +106,7 @@ class SimpleWorldComm(TorchScenario):
         agents = uniform((num_envs, A, 2), -1.0, 1.0, generator, device, dtype)
         marks = uniform((num_envs, L, 2), -0.9, 0.9, generator, device, dtype)
         pos = torch.cat([agents, marks], 1)
-        vel = torch.zeros_like(pos)
-        comm = torch.zeros(num_envs, A, self.layout.dim_c, device=device, dtype=dtype)
-        return WorldState(pos, vel, comm)
+        return WorldState.at_rest(pos, self.layout)
 
     def _size(self, state: WorldState) -> torch.Tensor:
         """``[E]``: every entity's radius, on the state's device and dtype."""

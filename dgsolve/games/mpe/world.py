@@ -85,6 +85,16 @@ class WorldState:
     comm: torch.Tensor
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
+    @classmethod
+    def at_rest(
+        cls, pos: torch.Tensor, layout: WorldLayout, extra: dict[str, torch.Tensor] | None = None
+    ) -> WorldState:
+        """Entities at ``pos`` ``[B, E, 2]``, standing still and silent (how every mpe2
+        scenario's ``reset_world`` leaves velocities and communication)."""
+        B = pos.shape[0]
+        comm = pos.new_zeros(B, layout.num_agents, layout.dim_c)
+        return cls(pos, torch.zeros_like(pos), comm, dict(extra or {}))
+
     def tensors(self) -> dict[str, torch.Tensor]:
         """Every tensor by name (``extra`` keys prefixed ``extra.``)."""
         out = {"pos": self.pos, "vel": self.vel, "comm": self.comm}
