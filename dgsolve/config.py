@@ -179,6 +179,9 @@ class MPEEnvConfig(EnvConfig):
     continuous_actions: bool = False
     render: bool = True
     dynamic_rescaling: bool = True
+    #: episodes of the final evaluation (task.eval_episodes reads it): many, since batched
+    #: torch copies make them cheap and a return's spread over episodes is wide
+    eval_episodes: int = 500
 
 
 @dataclass

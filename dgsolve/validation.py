@@ -156,6 +156,7 @@ RULES: dict[str, Rule] = {
     "seed": Int(min=0, max=2**32 - 1),  # the range every seeded generator (numpy too) accepts
     # env, every family
     "env.num_envs": COUNT,
+    "env.eval_episodes": COUNT,  # mpe: the final evaluation's episodes
     # env: pettingzoo and mpe
     "env.max_cycles": OrNull(COUNT),  # mpe's schema refuses null itself
     "env.N": COUNT,  # simple_adversary: good agents; simple_spread: agents and landmarks

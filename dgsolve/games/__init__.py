@@ -20,7 +20,10 @@ torch = lazy_import("torch")
 __all__ = ["AgentSpec", "Game", "TimeStep", "make", "FAMILIES"]
 
 #: MPE config fields that are dgsolve's, not the scenario's keyword arguments.
-_MPE_OWN_FIELDS = {"name", "family", "num_envs", "leader", "render", "factory", "ppo", "backend"}
+_MPE_OWN_FIELDS = {
+    *("name", "family", "num_envs", "leader", "render", "factory", "ppo", "backend"),
+    "eval_episodes",
+}
 
 
 def _plain(cfg) -> dict:

@@ -65,6 +65,12 @@ CASES = {
         ["env=bargain", "algo=ppo", "algo.num_steps=6", "algo.total_timesteps=48"],
         1,
     ),
+    # torch MPE: 25-step episodes across 16-step rollouts, Stackelberg probes included
+    "mpe_stackelberg": (
+        ["env=simple_adversary", "algo=stackelberg_ppo", *LEADER_EVERY_ITERATION]
+        + ["algo.num_steps=16", "algo.total_timesteps=128"],
+        1,
+    ),
 }
 
 
@@ -180,12 +186,12 @@ def test_state_holds_only_tensors_and_plain_values(make_cfg, case):
 
 
 def test_pettingzoo_games_restart_on_resume(make_cfg):
-    solver = build(make_cfg, ["algo=nash_ppo"])
+    solver = build(make_cfg, ["algo=nash_ppo", "env.backend=mpe2"])
     assert not saves_state(solver.game)
     history(solver, 1)
     state = through_disk(solver.state_dict())
     assert state["game"] is None
-    resumed = build(make_cfg, ["algo=nash_ppo"])
+    resumed = build(make_cfg, ["algo=nash_ppo", "env.backend=mpe2"])
     resumed.load_state_dict(state)
     assert resumed.ts is None and resumed.iteration == 1
     assert resumed.step()["losses"]
@@ -196,6 +202,7 @@ GAME_CASES = {
     "matrix": ["env=matrix", "env.rounds=4"],
     "lq": ["env=lq", "env.max_steps=3"],
     "bargain": ["env=bargain"],
+    "mpe": ["env=simple_world_comm", "env.max_cycles=3"],
 }
 
 
