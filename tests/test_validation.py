@@ -198,6 +198,7 @@ BAD = [(("env=simple_adversary",), value, shown) for value, shown in MEASURED] +
     (BARGAIN, "env.num_envs=0", "env.num_envs=0"),
     (PETTINGZOO, "env.max_cycles=0", "env.max_cycles=0"),
     (SPREAD, "env.N=-1", "env.N=-1"),
+    (SPREAD, "env.eval_episodes=0", "env.eval_episodes=0"),
     (SPREAD, "env.local_ratio=1.5", "env.local_ratio=1.5"),
     (REFERENCE, "env.local_ratio=-0.1", "env.local_ratio=-0.1"),
     (TAG, "env.num_good=0", "env.num_good=0"),
