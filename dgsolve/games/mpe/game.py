@@ -118,7 +118,7 @@ class TorchMPEGame(Game):
                 c = rest if speaks else zeros_c
             else:
                 a = a.long()
-                u = self._moves[a % _MOVE_DIM] if moves else zeros_u
+                u = self._moves.index_select(0, a % _MOVE_DIM) if moves else zeros_u
                 rest = a // _MOVE_DIM if moves else a
                 c = (
                     torch.nn.functional.one_hot(rest, lay.dim_c).to(self.dtype)

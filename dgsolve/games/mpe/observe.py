@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
+
+from dgsolve.games.mpe.world import distance
 
 
 def relative(pos: torch.Tensor, agent: int, others: list[int]) -> torch.Tensor:
@@ -10,7 +14,18 @@ def relative(pos: torch.Tensor, agent: int, others: list[int]) -> torch.Tensor:
     concatenated in that order (mpe2's ``e.state.p_pos - agent.state.p_pos`` list)."""
     if not others:
         return pos.new_zeros(pos.shape[0], 0)
-    return (pos[:, others] - pos[:, agent : agent + 1]).flatten(1)
+    return (take(pos, others) - pos[:, agent : agent + 1]).flatten(1)
+
+
+def take(x: torch.Tensor, entities: list[int]) -> torch.Tensor:
+    """``x[:, entities]`` by ``index_select`` with a cached index tensor (a Python list as an
+    index builds a new tensor and takes torch's slow advanced-indexing path every call)."""
+    return x.index_select(1, _index(tuple(entities), x.device))
+
+
+@functools.lru_cache(maxsize=1024)
+def _index(entities: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    return torch.tensor(entities, dtype=torch.long, device=device)
 
 
 def nearest_order(pos: torch.Tensor, agent: int, others: list[int], n: int) -> torch.Tensor:
@@ -40,13 +55,12 @@ def seen(
     if n is None:
         return relative(pos, agent, others), None
     order = nearest_order(pos, agent, others, n)
-    rel = pos[:, others] - pos[:, agent : agent + 1]
+    rel = take(pos, others) - pos[:, agent : agent + 1]
     return padded_nearest(rel, order, n, 2), order
 
 
 def collisions(pos: torch.Tensor, size: torch.Tensor, a: list[int], b: list[int]) -> torch.Tensor:
     """``[B, len(a), len(b)]`` bool: whether entity ``a[i]`` overlaps entity ``b[j]``
     (mpe2's ``is_collision``: distance below the sum of the radii)."""
-    delta = pos[:, a].unsqueeze(2) - pos[:, b].unsqueeze(1)
-    dist = torch.sqrt(torch.sum(torch.square(delta), dim=-1))
+    dist = distance(take(pos, a).unsqueeze(2), take(pos, b).unsqueeze(1))
     return dist < (size[a].unsqueeze(1) + size[b].unsqueeze(0))

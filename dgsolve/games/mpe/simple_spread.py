@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from dgsolve.games.mpe.observe import collisions, padded_nearest, seen
+from dgsolve.games.mpe.observe import collisions, padded_nearest, seen, take
 from dgsolve.games.mpe.scenario import TorchScenario, check_kwargs
 from dgsolve.games.mpe.world import WorldLayout, WorldState, distance, uniform
 
@@ -72,7 +72,7 @@ class SimpleSpread(TorchScenario):
             marks, _ = seen(pos, i, self._landmarks, self.num_landmark_neighbors)
             near, order = seen(pos, i, others, self.num_agent_neighbors)
             if order is None:
-                said = state.comm[:, others].flatten(1)
+                said = take(state.comm, others).flatten(1)
             else:
                 n = self.num_agent_neighbors
                 said = padded_nearest(state.comm[:, others], order, n, self.layout.dim_c)
@@ -87,8 +87,8 @@ class SimpleSpread(TorchScenario):
 
     def _nearest_agent(self, state: WorldState) -> torch.Tensor:
         """``[B, N]``: every landmark's distance to its nearest agent."""
-        agents = state.pos[:, self._agents].unsqueeze(1)
-        marks = state.pos[:, self._landmarks].unsqueeze(2)
+        agents = state.pos[:, : self.N].unsqueeze(1)  # agents first, then the landmarks
+        marks = state.pos[:, self.N :].unsqueeze(2)
         return distance(agents, marks).min(-1).values
 
     def global_reward(self, state: WorldState) -> torch.Tensor:
