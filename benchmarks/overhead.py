@@ -114,11 +114,8 @@ def main(argv: list[str]) -> None:
     ]
     with initialize_config_dir(config_dir(), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    torch_backend = str(cfg.env.get("backend", "mpe2")) == "torch"
-    if torch_backend:
-        raw = raw_game_steps_per_s(cfg.env, steps, device="cpu")
-    else:
-        raw = raw_mpe2_steps_per_s(cfg.env.factory, cfg.env.num_envs, min(steps, 40960))
+    backend = cfg.env.get("backend", "mpe2")
+    torch_backend = getattr(backend, "value", backend) == "torch"
     profile = cProfile.Profile()
     with tempfile.TemporaryDirectory() as tmp:
         profile.enable()
@@ -127,6 +124,11 @@ def main(argv: list[str]) -> None:
         wall = time.perf_counter() - start
         profile.disable()
     train = summary["env_steps"] / summary["wall_time_s"]
+    # the raw rate with the threads the run used (run() applies hardware.threads)
+    if torch_backend:
+        raw = raw_game_steps_per_s(cfg.env, steps, device="cpu")
+    else:
+        raw = raw_mpe2_steps_per_s(cfg.env.factory, cfg.env.num_envs, min(steps, 40960))
     parts = where_time_went(profile)
     parts["other (logging, setup, evaluation)"] = round(
         wall - parts["rollout (all)"] - parts["PPO update"], 2
