@@ -212,3 +212,25 @@ def test_a_sweep_with_an_invalid_job_starts_no_job(tmp_path, sweep, needle):
     assert proc.returncode == 2
     assert needle in one_line(proc)
     assert list(tmp_path.iterdir()) == []  # neither the sweep directory nor a job's
+
+
+def test_a_plain_run_skips_hydras_mode_composition_only_when_nothing_could_set_the_mode():
+    import argparse
+
+    from hydra._internal.hydra import Hydra
+
+    from dgsolve.cli import _mode_from_the_command_line
+
+    original = Hydra.get_mode
+    plain = argparse.Namespace(multirun=False, overrides=["env=matrix", "algo=exact"])
+    with _mode_from_the_command_line(plain):
+        assert Hydra.get_mode is not original
+        assert Hydra.get_mode(None, "config", []) is None  # "not set": Hydra runs it plainly
+    assert Hydra.get_mode is original
+    for args in [
+        argparse.Namespace(multirun=True, overrides=["seed=0,1"]),
+        argparse.Namespace(multirun=False, overrides=["hydra.mode=MULTIRUN"]),
+        argparse.Namespace(multirun=False, overrides=["+experiment=one_shot_matrix"]),
+    ]:
+        with _mode_from_the_command_line(args):
+            assert Hydra.get_mode is original
