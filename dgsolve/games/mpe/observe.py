@@ -45,6 +45,14 @@ def padded_nearest(values: torch.Tensor, order: torch.Tensor, n: int, width: int
     return torch.cat([picked, pad], 1).flatten(1)
 
 
+def chosen(pos: torch.Tensor, entities: list[int], index: torch.Tensor) -> torch.Tensor:
+    """The positions of ``entities[index]``: a goal landmark per copy (``index`` ``[B]`` gives
+    ``[B, 2]``) or per copy and agent (``[B, K]`` gives ``[B, K, 2]``)."""
+    flat = index.long().reshape(index.shape[0], -1)
+    picked = torch.gather(take(pos, entities), 1, flat.unsqueeze(-1).expand(-1, -1, 2))
+    return picked.reshape(*index.shape, 2)
+
+
 def seen(
     pos: torch.Tensor, agent: int, others: list[int], n: int | None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:

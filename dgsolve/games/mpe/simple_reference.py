@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dgsolve.games.mpe.observe import relative
+from dgsolve.games.mpe.observe import chosen, relative
 from dgsolve.games.mpe.scenario import TorchScenario, check_kwargs
 from dgsolve.games.mpe.world import WorldLayout, WorldState, distance, uniform
 
@@ -59,9 +59,7 @@ class SimpleReference(TorchScenario):
 
     def _goal_pos(self, state: WorldState) -> torch.Tensor:
         """``[B, 2, 2]``: the position of each agent's goal landmark."""
-        marks = state.pos[:, self._landmarks]
-        index = state.extra["goal"].long().unsqueeze(-1).expand(-1, -1, 2)
-        return torch.gather(marks, 1, index)
+        return chosen(state.pos, self._landmarks, state.extra["goal"])
 
     def observations(self, state: WorldState) -> dict[str, torch.Tensor]:
         """``[velocity, landmarks, own goal's colour, partner's words]`` per agent."""

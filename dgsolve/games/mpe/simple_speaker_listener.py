@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dgsolve.games.mpe.observe import relative
+from dgsolve.games.mpe.observe import chosen, relative
 from dgsolve.games.mpe.scenario import TorchScenario, check_kwargs
 from dgsolve.games.mpe.world import WorldLayout, WorldState, uniform
 
@@ -58,9 +58,7 @@ class SimpleSpeakerListener(TorchScenario):
 
     def _goal_pos(self, state: WorldState) -> torch.Tensor:
         """``[B, 2]``: every copy's goal landmark position."""
-        marks = state.pos[:, self._landmarks]
-        index = state.extra["goal"].long().view(-1, 1, 1).expand(-1, 1, 2)
-        return torch.gather(marks, 1, index).squeeze(1)
+        return chosen(state.pos, self._landmarks, state.extra["goal"])
 
     def observations(self, state: WorldState) -> dict[str, torch.Tensor]:
         """The speaker: ``[goal colour]``; the listener: ``[velocity, landmarks, speaker's
