@@ -26,6 +26,7 @@ import time
 import traceback
 from typing import Any
 
+from _options import parse_options  # benchmarks/ is the script's folder
 from rich.console import Console
 from rich.table import Table
 
@@ -44,12 +45,7 @@ KINDS = {"both": (False, True), "false": (False,), "true": (True,)}
 
 
 def parse(argv: list[str]) -> dict[str, str]:
-    opts = dict(DEFAULTS)
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in DEFAULTS:
-            raise SystemExit(f"unknown option '{arg}'; options: {', '.join(DEFAULTS)}")
-        opts[key] = value
+    opts = parse_options(argv, DEFAULTS)
     if opts["continuous"].lower() not in KINDS:
         raise SystemExit(f"continuous must be one of {sorted(KINDS)}, not '{opts['continuous']}'")
     return opts

@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _options import parse_options  # benchmarks/ is the script's folder
 from rich.console import Console
 from rich.table import Table
 
@@ -76,12 +77,7 @@ MAX_CYCLES = 25
 
 
 def parse(argv: list[str]) -> dict[str, str]:
-    opts = dict(DEFAULTS)
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in DEFAULTS:
-            raise SystemExit(f"unknown option '{arg}'; options: {', '.join(DEFAULTS)}")
-        opts[key] = value
+    opts = parse_options(argv, DEFAULTS)
     return opts
 
 

@@ -107,6 +107,15 @@ def new_figure(**kwargs):
 
 
 # ---------------------------------------------------------------------- rollout frames
+def mpe_pixel(x: float, y: float, cam_range: float, width: int, height: int) -> tuple[float, float]:
+    """Where mpe2's ``SimpleEnv.draw`` puts world point ``(x, y)`` on a ``width`` × ``height``
+    frame whose camera reaches ``cam_range``: its own expression, floor division included; y
+    is flipped."""
+    px = (x / cam_range) * width // 2 * 0.9 + width // 2
+    py = (-y / cam_range) * height // 2 * 0.9 + height // 2
+    return float(px), float(py)
+
+
 def mpe_screen_positions(env, agents: Sequence[str]) -> dict[str, tuple[float, float, float]]:
     """Where mpe2 draws each agent in its rgb_array frame: ``(x, y, radius)`` in pixels, by the
     arithmetic of ``mpe2._mpe_utils.simple_env.SimpleEnv.draw``; ``{}`` for an env that is not
@@ -123,11 +132,8 @@ def mpe_screen_positions(env, agents: Sequence[str]) -> dict[str, tuple[float, f
     w, h = raw.width, raw.height
     out = {}
     for a in agents:
-        x, y = by_name[a].state.p_pos
-        # mpe2's own expression, floor division included; y is flipped
-        px = (x / cam_range) * w // 2 * 0.9 + w // 2
-        py = (-y / cam_range) * h // 2 * 0.9 + h // 2
-        out[a] = (float(px), float(py), float(by_name[a].size * 350 * zoom))
+        px, py = mpe_pixel(*by_name[a].state.p_pos, cam_range, w, h)
+        out[a] = (px, py, float(by_name[a].size * 350 * zoom))
     return out
 
 

@@ -21,8 +21,15 @@ __all__ = ["AgentSpec", "Game", "TimeStep", "make", "FAMILIES"]
 
 #: MPE config fields that are dgsolve's, not the scenario's keyword arguments.
 _MPE_OWN_FIELDS = {
-    *("name", "family", "num_envs", "leader", "render", "factory", "ppo", "backend"),
-    "eval_episodes",
+    "name",
+    "family",
+    "num_envs",
+    "leader",
+    "render",
+    "factory",
+    "ppo",
+    "backend",
+    "eval_episodes",  # read by task.eval_episodes
 }
 
 

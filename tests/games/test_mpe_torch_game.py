@@ -43,8 +43,7 @@ def test_a_seed_fixes_every_copy_and_copies_differ():
 
 def test_episodes_truncate_after_max_cycles_and_restart_with_the_last_reward_once():
     game = make_torch("simple_spread", 4, seed=0, max_cycles=5)
-    held = make_torch("simple_spread", 4, seed=0, max_cycles=5)
-    held._auto_reset = False  # the same games, kept at their end
+    held = make_torch("simple_spread", 4, seed=0, max_cycles=5, auto_reset=False)  # kept at the end
     gen = torch.Generator().manual_seed(0)
     for t in range(1, 6):
         acts = random_actions(game, gen)

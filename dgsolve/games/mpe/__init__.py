@@ -62,6 +62,7 @@ def make_torch(
     leader: str | None = None,
     dtype: torch.dtype = torch.float64,
     seed: int | None = None,
+    auto_reset: bool = True,
     **kwargs: Any,
 ) -> TorchMPEGame:
     """``num_envs`` copies of mpe2 scenario ``scenario`` as one batched Game on ``device``.
@@ -70,6 +71,7 @@ def make_torch(
     ``continuous_actions``, ``N``, ``local_ratio``, ...); one the torch backend does not
     implement is refused with a ``ValueError`` naming those it does. The world is kept in
     ``dtype`` (float64, as mpe2 computes); observations and rewards come out as float32.
+    ``auto_reset=False`` keeps finished copies at their end (comparisons with mpe2).
     """
     game_kwargs = {k: kwargs.pop(k) for k in _GAME_KWARGS if k in kwargs}
     for key in _IGNORED:
@@ -83,5 +85,6 @@ def make_torch(
         leader=leader,
         dtype=dtype,
         seed=seed,
+        auto_reset=auto_reset,
         **game_kwargs,
     )

@@ -52,13 +52,14 @@ def agreement(
     """Play ``episodes`` seeded episodes in mpe2 and in the torch game (one copy each, all
     copies stepped together) with the same uniformly random actions and compare them."""
     name = scenario_name(scenario)
-    game = make_torch(name, episodes, continuous_actions=continuous_actions, seed=seed, **kwargs)
+    game = make_torch(
+        name, episodes, continuous_actions=continuous_actions, seed=seed, auto_reset=False, **kwargs
+    )
     module = importlib.import_module(game.scenario.mpe2_module)
     envs = [
         module.parallel_env(continuous_actions=continuous_actions, **kwargs)
         for _ in range(episodes)
     ]
-    game._auto_reset = False
     rng = np.random.default_rng(seed)
     obs_gap = reward_gap = 0.0
     for k, env in enumerate(envs):

@@ -47,7 +47,11 @@ class TorchMPEGame(Game):
         leader: str | None = None,
         dtype: torch.dtype = torch.float64,
         seed: int | None = None,
+        auto_reset: bool = True,
     ):
+        """``auto_reset=False`` keeps finished copies at their end instead of restarting them
+        (side-by-side comparisons with mpe2, rendering one episode); the Game interface's
+        solvers need the default."""
         if num_envs < 1:
             raise ValueError(f"num_envs must be at least 1, not {num_envs}")
         if max_cycles < 1:
@@ -67,8 +71,15 @@ class TorchMPEGame(Game):
         self.physics = Physics(self.layout, self.device, dtype)
         self.generator = torch.Generator(device=self.device)
         self._moves = torch.tensor(_MOVES, device=self.device, dtype=dtype)
-        self._auto_reset = True
+        self.auto_reset = auto_reset
         self._specs = self._build_specs()
+        # every action is legal and every agent acts at every step: built once, read-only
+        B = num_envs
+        self._legal = {
+            a: all_true(B, s.num_actions if s.discrete else None, self.device)
+            for a, s in self._specs.items()
+        }
+        self._acting = {a: all_true(B, None, self.device) for a in self.agents}
         self.reset(seed)
 
     # ------------------------------------------------------------------ spaces
@@ -134,18 +145,13 @@ class TorchMPEGame(Game):
         return {a: o.float() for a, o in self.scenario.observations(self.state).items()}
 
     def _timestep(self, obs, reward, terminated, truncated, final_obs=None) -> TimeStep:
-        B, dev = self.num_envs, self.device
-        legal = {
-            a: all_true(B, s.num_actions if s.discrete else None, dev)
-            for a, s in self._specs.items()
-        }
         return TimeStep(
             obs=obs,
             reward=reward,
             terminated=terminated,
             truncated=truncated,
-            legal=legal,
-            acting={a: all_true(B, None, dev) for a in self.agents},
+            legal=self._legal,
+            acting=self._acting,
             final_obs=obs if final_obs is None else final_obs,
         )
 
@@ -176,7 +182,7 @@ class TorchMPEGame(Game):
         terminated = torch.zeros_like(truncated) if ends is None else ends & ~truncated
         obs = self.observe()
         done = terminated | truncated
-        if not self._auto_reset or not bool(done.any()):
+        if not self.auto_reset or not bool(done.any()):
             return self._timestep(obs, reward, terminated, truncated)
         fresh = sc.initial_state(self.num_envs, self.generator, self.device, self.dtype)
         self.state = self.state.where(done, fresh)
@@ -252,8 +258,8 @@ class TorchMPEGame(Game):
             dynamic_rescaling=self.dynamic_rescaling,
             dtype=self.dtype,
             seed=seed,
+            auto_reset=False,
         )
-        solo._auto_reset = False
         ts = solo.reset(seed)
         cam0 = float(solo.state.pos[0].abs().max())
         shots = [draw_frame(solo, cam0)]

@@ -20,6 +20,8 @@ def draw_frame(game, original_cam_range: float, copy: int = 0):
     frame ``[700, 700, 3]`` uint8, and every agent's ``(x, y, radius)`` on it in pixels."""
     from PIL import Image, ImageDraw
 
+    from dgsolve.plots import mpe_pixel
+
     lay = game.layout
     pos = game.state.pos[copy].detach().cpu().double().numpy()
     colors = game.scenario.colors(game.state)[copy].detach().cpu().double().numpy()
@@ -30,14 +32,12 @@ def draw_frame(game, original_cam_range: float, copy: int = 0):
     draw = ImageDraw.Draw(image)
     where = {}
     for e, name in enumerate(lay.entity_names):
-        x, y = pos[e]
-        px = (x / cam_range) * _SIZE // 2 * 0.9 + _SIZE // 2
-        py = (-y / cam_range) * _SIZE // 2 * 0.9 + _SIZE // 2
+        px, py = mpe_pixel(*pos[e], cam_range, _SIZE, _SIZE)
         r = lay.size[e] * 350 * zoom
         fill = tuple(int(v) for v in np.clip(colors[e] * 200, 0, 255))
         draw.ellipse([px - r, py - r, px + r, py + r], fill=fill, outline=(0, 0, 0))
         if e < lay.num_agents:
-            where[name] = (float(px), float(py), float(r))
+            where[name] = (px, py, float(r))
     line = 0
     for i, agent in enumerate(lay.agents):
         if lay.silent[i]:

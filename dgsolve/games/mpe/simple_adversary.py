@@ -39,7 +39,7 @@ class SimpleAdversary(TorchScenario):
         num_landmark_neighbors: int | None = None,
         **rest: Any,
     ):
-        check_kwargs(self.name, rest, {})
+        check_kwargs(self.name, rest)
         if N < 1:
             raise ValueError(f"simple_adversary needs N >= 1, not {N}")
         for key, n in [

@@ -36,7 +36,7 @@ class SimpleCrypto(TorchScenario):
     mpe2_module = "mpe2.simple_crypto_v3"
 
     def __init__(self, **rest: Any):
-        check_kwargs(self.name, rest, {})
+        check_kwargs(self.name, rest)
         self.layout = WorldLayout(
             agents=("eve_0", "bob_0", "alice_0"),
             landmarks=tuple(f"landmark {i}" for i in range(_LANDMARKS)),

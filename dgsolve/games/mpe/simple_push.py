@@ -34,7 +34,7 @@ class SimplePush(TorchScenario):
     mpe2_module = "mpe2.simple_push_v3"
 
     def __init__(self, **rest: Any):
-        check_kwargs(self.name, rest, {})
+        check_kwargs(self.name, rest)
         self.layout = WorldLayout(
             agents=("adversary_0", "agent_0"),
             landmarks=("landmark 0", "landmark 1"),

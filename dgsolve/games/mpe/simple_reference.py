@@ -31,7 +31,7 @@ class SimpleReference(TorchScenario):
     mpe2_module = "mpe2.simple_reference_v3"
 
     def __init__(self, local_ratio: float = 0.5, **rest: Any):
-        check_kwargs(self.name, rest, {"local_ratio": None})
+        check_kwargs(self.name, rest)
         if not 0.0 <= local_ratio <= 1.0:
             raise ValueError(f"simple_reference needs 0 <= local_ratio <= 1, not {local_ratio}")
         self.local_ratio = local_ratio

@@ -32,7 +32,7 @@ class SimpleSpeakerListener(TorchScenario):
     mpe2_module = "mpe2.simple_speaker_listener_v4"
 
     def __init__(self, **rest: Any):
-        check_kwargs(self.name, rest, {})
+        check_kwargs(self.name, rest)
         self.layout = WorldLayout(
             agents=("speaker_0", "listener_0"),
             landmarks=tuple(f"landmark {i}" for i in range(3)),

@@ -34,7 +34,7 @@ class SimpleSpread(TorchScenario):
         num_landmark_neighbors: int | None = None,
         **rest: Any,
     ):
-        check_kwargs(self.name, rest, {})
+        check_kwargs(self.name, rest)
         if curriculum:
             raise ValueError(
                 "simple_spread on the torch backend has no curriculum (env.backend=mpe2 has)"

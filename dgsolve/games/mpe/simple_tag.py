@@ -50,7 +50,7 @@ class SimpleTag(TorchScenario):
         num_landmark_neighbors: int | None = None,
         **rest: Any,
     ):
-        check_kwargs(self.name, rest, {})
+        check_kwargs(self.name, rest)
         if curriculum:
             raise ValueError(
                 "simple_tag on the torch backend has no curriculum (env.backend=mpe2 has)"

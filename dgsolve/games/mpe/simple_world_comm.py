@@ -53,7 +53,7 @@ class SimpleWorldComm(TorchScenario):
         num_forests: int = 2,
         **rest: Any,
     ):
-        check_kwargs(self.name, rest, {})
+        check_kwargs(self.name, rest)
         for key, n, least in [
             ("num_good", num_good, 1),
             ("num_adversaries", num_adversaries, 0),
