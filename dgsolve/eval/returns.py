@@ -29,9 +29,8 @@ def evaluate_returns(game: Game, act: ActFn, episodes: int, seed: int, max_steps
         for a in game.agents:
             running[a] += ts.reward[a]
         if ts.done.any():
-            for i in torch.nonzero(ts.done).flatten().tolist():
-                for a in game.agents:
-                    finished[a].append(float(running[a][i]))
+            for a in game.agents:  # the finished copies' returns, in copy order, at once
+                finished[a] += running[a][ts.done].tolist()
             for r in running.values():
                 r[ts.done] = 0.0
     return {a: sum(v[:episodes]) / max(1, len(v[:episodes])) for a, v in finished.items()}
