@@ -129,6 +129,26 @@ def test_sixteen_concurrent_writers_lose_no_row(tmp_path, index):
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def _open_at_once(path, barrier):
+    barrier.wait()
+    ResultsIndex(path)._connect().close()  # an uncaught ResultsIndexError exits with 1
+
+
+def test_jobs_that_open_a_new_index_at_the_same_moment_all_get_it(tmp_path):
+    # the first opening switches the file to WAL, a lock SQLite does not wait for: before
+    # the retry, about one fresh index in five refused one of four simultaneous jobs
+    ctx = multiprocessing.get_context("fork")  # started at once: spawn would stagger them
+    for trial in range(15):
+        path = tmp_path / f"fresh{trial}" / "index.sqlite"
+        barrier = ctx.Barrier(4)
+        procs = [ctx.Process(target=_open_at_once, args=(path, barrier)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+        assert [p.exitcode for p in procs] == [0] * 4, f"trial {trial}"
+
+
 def test_reindex_rebuilds_the_index_from_the_run_directories(tmp_path, index, capsys):
     for i in range(3):
         fake_run(tmp_path / "sweep", f"{i}_seed={i}", seed=i)

@@ -63,6 +63,12 @@ def index_path() -> Path:
     return Path(base) / "dgsolve" / "index.sqlite"
 
 
+def _is_busy(err: sqlite3.OperationalError) -> bool:
+    """SQLite's "database is locked" / "database is busy": another connection holds the lock."""
+    text = str(err).lower()
+    return "locked" in text or "busy" in text
+
+
 class ResultsIndexError(DGSolveError):
     """The index file cannot be opened or written (one line for the user, exit 1)."""
 
@@ -76,24 +82,60 @@ class ResultsIndex:
         self.path = Path(path).expanduser() if path else index_path()
 
     def _connect(self) -> sqlite3.Connection:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                conn.execute("BEGIN IMMEDIATE")
+        """An open connection in WAL mode with the table in place.
+
+        Switching a new file to WAL needs a lock that SQLite does not wait for (its busy
+        handler is not called there), so jobs that open a fresh index at the same moment can
+        get "database is locked" at once; the set-up is then retried until the busy timeout.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        delay = 0.01
+        while True:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            except (OSError, sqlite3.Error) as err:
+                raise ResultsIndexError(
+                    f"cannot open the results index {self.path}: {err}"
+                ) from None
+            try:
+                self._set_up(conn)
+                break
+            except sqlite3.OperationalError as err:
+                conn.close()
+                if not _is_busy(err) or time.monotonic() + delay > deadline:
+                    raise ResultsIndexError(
+                        f"cannot open the results index {self.path}: {err}"
+                    ) from None
+                time.sleep(delay)
+                delay = min(0.5, delay * 2)
+            except sqlite3.Error as err:
+                conn.close()
+                raise ResultsIndexError(
+                    f"cannot open the results index {self.path}: {err}"
+                ) from None
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    @staticmethod
+    def _set_up(conn: sqlite3.Connection) -> None:
+        """WAL mode, and the table and its indexes where the file has not got them yet."""
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
                 for statement in _CREATE.split(";"):
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
-        except (OSError, sqlite3.Error) as err:
-            raise ResultsIndexError(f"cannot open the results index {self.path}: {err}") from None
-        conn.row_factory = sqlite3.Row
-        return conn
+            except sqlite3.Error:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
     # ------------------------------------------------------------------ writes
     def upsert(self, records: Iterable[dict], remove: Iterable[str] = ()) -> int:
