@@ -308,6 +308,7 @@ class PPOConfig(AlgoConfig):
     centralised_critic: bool = False
     leader_probe_rate: float = 0.1
     leader_warmup: float = 0.0
+    follower_restarts: int = 0
     commitment_noise: float = 1.0
     commitment_noise_final: float = 0.05
 

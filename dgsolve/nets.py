@@ -148,6 +148,14 @@ class ActorCritic(nn.Module):
         token_slices: Sequence[tuple[int, int]] | None = None,
     ):
         super().__init__()
+        self._init_args = dict(
+            obs_dim=obs_dim,
+            spec=spec,
+            hidden_sizes=hidden_sizes,
+            critic_dim=critic_dim,
+            linear_actor=linear_actor,
+            token_slices=token_slices,
+        )
         self.discrete = spec.discrete
         self.obs_dim = obs_dim
         self.critic_dim = critic_dim or obs_dim
@@ -163,6 +171,17 @@ class ActorCritic(nn.Module):
         else:
             self.actor_head = layer_init(nn.Linear(width, spec.action_dim), gain=0.01)
             self.log_std = nn.Parameter(torch.zeros(spec.action_dim))
+
+    def reinitialise(self, critic: bool = True) -> None:
+        """Fresh weights, drawn as at construction (from torch's default generator), in place:
+        the parameters stay the same tensors, so optimisers and policies keep pointing at them.
+        ``critic=False`` keeps the critic (a centralised critic other networks share)."""
+        fresh = type(self)(**self._init_args).state_dict()
+        keep = () if critic else ("critic_torso.", "critic_head.")
+        with torch.no_grad():
+            for name, tensor in self.state_dict().items():
+                if not name.startswith(keep):
+                    tensor.copy_(fresh[name])
 
     def value(self, critic_obs: torch.Tensor) -> torch.Tensor:
         return self.critic_head(self.critic_torso(critic_obs)).squeeze(-1)

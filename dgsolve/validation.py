@@ -198,6 +198,7 @@ RULES: dict[str, Rule] = {
     "algo.hidden_sizes": ListOf(COUNT),  # [] is allowed: a linear actor and critic
     "algo.leader_probe_rate": PROBABILITY,
     "algo.leader_warmup": Real(low=0, high=1, high_open=True),  # 1: leaders would never learn
+    "algo.follower_restarts": Int(min=0),
     "algo.commitment_noise": POSITIVE,
     "algo.commitment_noise_final": NONNEGATIVE,  # 0: undisturbed commitments after the start
     # algo: cfr

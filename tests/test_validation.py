@@ -244,6 +244,7 @@ BAD = [(("env=simple_adversary",), value, shown) for value, shown in MEASURED] +
     ((), "algo.leader_probe_rate=1.5", "algo.leader_probe_rate=1.5"),
     ((), "algo.leader_probe_rate=-0.1", "algo.leader_probe_rate=-0.1"),
     ((), "algo.leader_warmup=1.0", "algo.leader_warmup=1.0"),
+    ((), "algo.follower_restarts=-1", "algo.follower_restarts=-1"),
     ((), "algo.commitment_noise=0", "algo.commitment_noise=0.0"),
     ((), "algo.commitment_noise_final=-0.05", "algo.commitment_noise_final=-0.05"),
     # algo: cfr

@@ -39,6 +39,24 @@ decision with the discount applied per environment step (a semi-Markov GAE: a de
 steps before the next one discounts that one's value by ``gamma ** Δ``). ``gamma`` is the
 game's own discount unless ``algo.gamma`` is set.
 
+``follower_restarts`` (k > 0) cuts the budget into k + 1 equal rounds and starts every round
+after the first with one fresh follower (the last tier's learners in turn): new weights drawn as
+at construction, an empty optimiser state and a learning-rate decay over that round; its
+teammates keep their policies and go on learning. The leaders keep learning in rounds 1..k
+(after ``leader_warmup`` of each round) and are frozen in the last one, where the fresh follower
+learns its best response to the final leaders and its teammates. Followers that best-respond are
+the follower half of a Stackelberg equilibrium by definition (von Stackelberg 1934; Basar &
+Olsder ch. 3), and co-trained followers can stay far from it when the best reply lies outside
+the basin they grew up in: in simple_adversary, good agents that learned to rush to the goal
+beside a weak adversary do not learn to lure it away once it tracks them, while one learner
+started afresh beside its rushing teammate does (``task=exploit`` measures the gap). Starting
+one follower at a time is a Gauss-Seidel best-response step: a team started afresh together must
+first learn again what the kept teammate already does. A fresh best response per round is the
+oracle step of PSRO (Lanctot et al., NeurIPS 2017); training a leader against followers near
+their best response is the "GDmax" view of leader learning (Jin, Netrapalli & Jordan, "What is
+Local Optimality in Nonconvex-Nonconcave Minimax Optimization?", ICML 2020). A shared
+centralised critic is kept across restarts (the leaders use it too).
+
 ``centralised_critic`` turns this into MAPPO (Yu et al., "The Surprising Effectiveness of PPO in
 Cooperative Multi-Agent Games", NeurIPS 2022): separate actors, one critic shared by every agent
 that sees all agents' observations (and the agent's id) during training; acting needs only the
@@ -48,6 +66,7 @@ actors.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -160,9 +179,23 @@ class PPOSolver:
         self.joint = JointPolicy(dict(self.policy_of), hierarchy, self.specs)
         self.gamma = resolve_gamma(cfg, game)
         self.batch_steps = cfg.num_steps * game.num_envs
-        budget = math.ceil(cfg.total_timesteps / max(1, self.batch_steps))
-        self.warmup_iterations = 0 if hierarchy.is_simultaneous else int(cfg.leader_warmup * budget)
-        self.num_iterations = self._check_budget()
+        self.num_iterations = self._iterations_in_budget()
+        # follower restarts cut the budget into rounds; the leaders learn in all but the last
+        # (run configs written before the option have no follower_restarts)
+        self.restarts = 0 if hierarchy.is_simultaneous else int(cfg.get("follower_restarts", 0))
+        self.round_bounds = self._rounds(self.restarts)
+        if self.restarts and not self._leaders_ever_learn():
+            needed = self._iterations_for_restarts() * self.batch_steps
+            print(
+                f"dgsolve: warning: algo.follower_restarts={self.restarts} leaves the leaders no "
+                f"update in a budget of {self.num_iterations} iteration(s); training without "
+                f"restarts (they need algo.total_timesteps of at least {needed})",
+                file=sys.stderr,
+            )
+            self.restarts = 0
+            self.round_bounds = self._rounds(0)
+        self.warmup_iterations = self._leader_warmup(0)
+        self._check_leaders_learn()
         # leaders: agents that a later tier follows
         self.leaders = tuple(a for tier in hierarchy.tiers[:-1] for a in tier)
         # action mode probes per step; queries mode probes whole commitments (commitment.py)
@@ -188,26 +221,77 @@ class PPOSolver:
         #: Ex²PSRO's regularised best responses), added to that learner's loss
         self.anchors: dict[str, KLAnchor] = {}
 
-    def _check_budget(self) -> int:
-        """Iterations in the budget; a budget that cannot train every tier is refused."""
+    def _iterations_in_budget(self) -> int:
         cfg, batch = self.cfg, self.batch_steps
         if cfg.total_timesteps < batch:
             raise ConfigError(
                 f"algo.total_timesteps={cfg.total_timesteps} is less than one iteration "
                 f"(env.num_envs x algo.num_steps = {batch}); use at least {batch}"
             )
-        iterations = math.ceil(cfg.total_timesteps / batch)
-        period = cfg.follower_updates_per_leader ** (len(self.hierarchy.tiers) - 1)
-        first_update = period * (self.warmup_iterations // period + 1)
-        if iterations < first_update and not self.hierarchy.is_simultaneous:
-            raise ConfigError(
-                f"the first tier {list(self.hierarchy.tiers[0])} first updates at iteration "
-                f"{first_update} (algo.follower_updates_per_leader="
-                f"{cfg.follower_updates_per_leader}, algo.leader_warmup={cfg.leader_warmup}) but "
-                f"the budget is {iterations} iteration(s), so it would never learn; use "
-                f"algo.total_timesteps of at least {first_update * batch}"
-            )
-        return iterations
+        return math.ceil(cfg.total_timesteps / batch)
+
+    def _leader_warmup(self, round_index: int) -> int:
+        """Iterations at the start of a round before the leaders learn."""
+        if self.hierarchy.is_simultaneous:
+            return 0
+        start, end = self.round_bounds[round_index]
+        return int(self.cfg.leader_warmup * (end - start))
+
+    def _round_of(self, iteration: int) -> int:
+        """The round that 1-based ``iteration`` belongs to."""
+        return next(r for r, (s, e) in enumerate(self.round_bounds) if s < iteration <= e)
+
+    def _leaders_learn(self, iteration: int) -> bool:
+        """Whether the leaders' updates are on at 1-based ``iteration``: after their warm-up in
+        each round, and never in the last round of a run with follower restarts (there the
+        fresh followers learn their best response to the final leaders)."""
+        r = self._round_of(iteration)
+        if len(self.round_bounds) > 1 and r == len(self.round_bounds) - 1:
+            return False
+        return iteration > self.round_bounds[r][0] + self._leader_warmup(r)
+
+    def _rounds(self, restarts: int) -> list[tuple[int, int]]:
+        """``restarts + 1`` equal rounds of the budget, as ``(start, end]`` iterations."""
+        n, rounds = self.num_iterations, restarts + 1
+        return [(n * r // rounds, n * (r + 1) // rounds) for r in range(rounds)]
+
+    def _period(self) -> int:
+        """Iterations between two updates of the first tier."""
+        return self.cfg.follower_updates_per_leader ** (len(self.hierarchy.tiers) - 1)
+
+    def _leaders_ever_learn(self) -> bool:
+        """Whether the first tier updates at least once (rounds after the warm-up, but the
+        last round of a run with restarts)."""
+        if self.hierarchy.is_simultaneous:
+            return True
+        bounds = self.round_bounds
+        period = self._period()
+        for r, (start, end) in enumerate(bounds[: max(1, len(bounds) - 1)]):
+            if period * ((start + self._leader_warmup(r)) // period + 1) <= end:
+                return True
+        return False
+
+    def _iterations_for_restarts(self) -> int:
+        """The fewest iterations in which the first round leaves the leaders an update."""
+        period, rounds = self._period(), self.restarts + 1
+        length = 1
+        while period * (int(self.cfg.leader_warmup * length) // period + 1) > length:
+            length += 1
+        return length * rounds
+
+    def _check_leaders_learn(self) -> None:
+        """A budget in which the first tier would never update is refused."""
+        if self._leaders_ever_learn():
+            return
+        cfg, period = self.cfg, self._period()
+        first = period * (self._leader_warmup(0) // period + 1)
+        raise ConfigError(
+            f"the first tier {list(self.hierarchy.tiers[0])} first updates at iteration {first} "
+            f"(algo.follower_updates_per_leader={cfg.follower_updates_per_leader}, "
+            f"algo.leader_warmup={cfg.leader_warmup}) but the budget is {self.num_iterations} "
+            f"iteration(s), so it would never learn; use algo.total_timesteps of at least "
+            f"{first * self.batch_steps}"
+        )
 
     def _check_whole_episodes(self) -> None:
         """A commitment is credited with its episode's return, so in a game whose episodes have
@@ -243,11 +327,15 @@ class PPOSolver:
             self._check_game(self.ts, f"at reset (iteration {self.iteration + 1})")
         self.iteration += 1
         cfg = self.cfg
-        frac = 1.0 - (self.iteration - 1) / self.num_iterations
-        lr = cfg.lr * frac if cfg.anneal_lr else cfg.lr
-        for opt in self._optimizers():
+        r = self._round_of(self.iteration)
+        start, end = self.round_bounds[r]
+        if r > 0 and self.iteration == start + 1:
+            self._restart_followers()
+        # learning rates decay to 0 over the budget; with restarts, followers' over their round
+        for opt, (first, last) in self._optimizers_and_spans(start, end):
+            frac = 1.0 - (self.iteration - 1 - first) / (last - first)
             for group in opt.param_groups:
-                group["lr"] = lr
+                group["lr"] = cfg.lr * frac if cfg.anneal_lr else cfg.lr
         # leaders start learning after the warm-up; the commitment spread shrinks from then on
         warmup = self.warmup_iterations
         progress = (self.iteration - 1 - warmup) / max(1, self.num_iterations - 1 - warmup)
@@ -264,19 +352,53 @@ class PPOSolver:
         for learner in self.learners:
             period = cfg.follower_updates_per_leader ** (num_tiers - 1 - learner.tier)
             leads = learner.tier < num_tiers - 1
-            if leads and self.iteration <= self.warmup_iterations:
+            if leads and not self._leaders_learn(self.iteration):
                 continue
             if self.iteration % period == 0:
                 metrics["losses"][learner.name] = self._update(learner, batch)
         return metrics
 
-    def _optimizers(self) -> list[torch.optim.Optimizer]:
-        extra = [self.critic_optimizer] if self.critic_optimizer is not None else []
-        return [lr.optimizer for lr in self.learners] + extra
+    def _optimizers_and_spans(self, start: int, end: int):
+        """Each optimiser with the iterations its learning-rate decay spans: the whole budget,
+        or for the follower renewed at the start of the current round ``(start, end]``, that
+        round."""
+        whole = (0, self.num_iterations)
+        r = self._round_of(start + 1)
+        renewed = self._renewed_follower(r) if r > 0 else None
+        out = [(lr.optimizer, (start, end) if lr is renewed else whole) for lr in self.learners]
+        if self.critic_optimizer is not None:
+            out.append((self.critic_optimizer, whole))
+        return out
+
+    def _renewed_follower(self, round_index: int) -> Learner:
+        """The follower learner that round ``round_index`` (>= 1) starts afresh: the last
+        tier's learners in turn."""
+        last = len(self.hierarchy.tiers) - 1
+        followers = [lr for lr in self.learners if lr.tier == last]
+        return followers[(round_index - 1) % len(followers)]
+
+    def _restart_followers(self) -> None:
+        """A new round starts one follower afresh (the last tier's learners in turn): new
+        weights and an empty optimiser state, so it learns its reply to the current leaders and
+        to its teammates from scratch, not from the reply it grew up with beside them. The
+        teammates keep theirs (a Gauss-Seidel best-response step: a team that starts afresh
+        together must first learn again what the kept teammate already does). A shared
+        (centralised) critic is kept: the leaders use it too."""
+        learner = self._renewed_follower(self._round_of(self.iteration))
+        learner.net.reinitialise(critic=not self.centralised)
+        learner.optimizer.state.clear()
 
     def summary(self) -> dict:
-        """The learner settings summary.json records: the discount actually used."""
-        return {"learner": {"gamma": self.gamma}}
+        """The learner settings summary.json records: the discount actually used and, with
+        follower restarts, the environment step where each round began and whom it renewed."""
+        learner: dict = {"gamma": self.gamma}
+        if len(self.round_bounds) > 1:
+            learner["follower_rounds"] = [
+                {"from_step": start * self.batch_steps, "renewed": self._renewed_follower(r).name}
+                for r, (start, _) in enumerate(self.round_bounds)
+                if r > 0
+            ]
+        return {"learner": learner}
 
     def state_dict(self) -> dict:
         """Everything a resumed run needs, as tensors and plain values (``torch.load`` with

@@ -71,6 +71,12 @@ CASES = {
         + ["algo.num_steps=16", "algo.total_timesteps=128"],
         1,
     ),
+    # follower restarts: the checkpoint falls just before the second round's fresh followers
+    "mpe_follower_restart": (
+        ["env=simple_adversary", "algo=stackelberg_ppo", *LEADER_EVERY_ITERATION]
+        + ["algo.follower_restarts=1", "algo.num_steps=16", "algo.total_timesteps=128"],
+        2,
+    ),
 }
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dgsolve import games, solvers
-from dgsolve.errors import TrainingDiverged
+from dgsolve.errors import ConfigError, TrainingDiverged
 from dgsolve.games.base import AgentSpec
 from dgsolve.hierarchy import Hierarchy
 from dgsolve.solvers.ppo import gae, group_agents, minibatches
@@ -149,7 +149,8 @@ def build(make_cfg, overrides):
 def test_followers_update_faster_than_leaders(make_cfg):
     _, _, solver = build(
         make_cfg,
-        ["algo=stackelberg_ppo", "algo.follower_updates_per_leader=3", "algo.total_timesteps=192"],
+        ["algo=stackelberg_ppo", "algo.follower_updates_per_leader=3", "algo.total_timesteps=192"]
+        + ["algo.follower_restarts=0"],  # simple_adversary's own default restarts half-way
     )
     updated = [sorted(solver.step()["losses"]) for _ in range(solver.num_iterations)]
     assert updated[0] == ["agent_0", "agent_1"]
@@ -275,7 +276,6 @@ def test_turn_based_follower_sees_no_action_from_a_waiting_leader(make_cfg):
 
 
 def test_a_budget_below_one_iteration_is_refused_with_the_minimum(make_cfg):
-    from dgsolve.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"less than one iteration .* use at least 32"):
         build(make_cfg, ["algo=nash_ppo", "algo.total_timesteps=20"])
@@ -351,6 +351,116 @@ def test_pure_commitments_show_and_play_the_drawn_table(make_cfg):
     assert torch.allclose(logp, batch["row"]["logprobs"][0])
 
 
+def test_follower_restarts_renew_one_follower_a_round_and_rest_the_leaders_in_the_last(make_cfg):
+    # 6 iterations, 2 restarts: rounds (0, 2], (2, 4], (4, 6]; round 1 renews agent_0, round 2
+    # agent_1; the leader waits the first iteration of every round (leader_warmup 0.5) and all
+    # of the last
+    _, _, solver = build(
+        make_cfg,
+        [
+            "algo=stackelberg_ppo",
+            "algo.follower_updates_per_leader=1",
+            "algo.leader_warmup=0.5",
+            "algo.follower_restarts=2",
+            "algo.total_timesteps=192",
+        ],
+    )
+    assert solver.round_bounds == [(0, 2), (2, 4), (4, 6)]
+    assert solver.summary()["learner"]["follower_rounds"] == [
+        {"from_step": 64, "renewed": "agent_0"},
+        {"from_step": 128, "renewed": "agent_1"},
+    ]
+    nets = {a: solver.learner_of[a].net for a in ("adversary_0", "agent_0", "agent_1")}
+    opts = {a: solver.learner_of[a].optimizer for a in nets}
+    updated, lrs, after = [], [], []
+    for _ in range(solver.num_iterations):
+        updated.append("adversary_0" in solver.step()["losses"])
+        lrs.append({a: o.param_groups[0]["lr"] for a, o in opts.items()})
+        after.append({a: [p.clone() for p in n.parameters()] for a, n in nets.items()})
+    assert updated == [False, True, False, True, False, False]
+    # the last round's leader does not move
+    assert all(
+        torch.equal(p, q)
+        for p, q in zip(after[3]["adversary_0"], after[5]["adversary_0"], strict=True)
+    )
+    # the renewed follower's decay spans its round; the others' the budget
+    lr = solver.cfg.lr
+    assert [x["agent_0"] for x in lrs] == pytest.approx(
+        [lr, 5 * lr / 6, lr, lr / 2, lr / 3, lr / 6]
+    )
+    assert [x["agent_1"] for x in lrs] == pytest.approx(
+        [lr, 5 * lr / 6, 4 * lr / 6, lr / 2, lr, lr / 2]
+    )
+    assert [x["adversary_0"] for x in lrs] == pytest.approx([lr * (6 - i) / 6 for i in range(6)])
+
+
+def test_a_renewed_follower_is_drawn_as_at_construction_in_the_same_tensors(make_cfg):
+    _, _, solver = build(make_cfg, ["algo=stackelberg_ppo", "algo.total_timesteps=128"])
+    net = solver.learner_of["agent_0"].net
+    params = list(net.parameters())
+    solver.step(), solver.step()
+    torch.manual_seed(11)
+    net.reinitialise()
+    drawn = {k: v.clone() for k, v in net.state_dict().items()}
+    torch.manual_seed(11)
+    fresh = type(net)(**net._init_args).state_dict()
+    assert all(torch.equal(drawn[k], fresh[k]) for k in fresh)
+    assert list(net.parameters()) == params  # the same tensors: optimiser and policy see them
+    # ... and keeps a shared critic when asked
+    critic = {k: v.clone() for k, v in net.state_dict().items() if k.startswith("critic")}
+    net.reinitialise(critic=False)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in critic.items())
+    assert not torch.equal(drawn["actor_head.weight"], net.state_dict()["actor_head.weight"])
+
+
+def test_with_three_tiers_only_the_last_is_restarted_and_the_middle_rests_at_the_end(make_cfg):
+    _, _, solver = build(
+        make_cfg,
+        ["algo=stackelberg_ppo", "algo.follower_restarts=1", "algo.total_timesteps=128"]
+        + ["algo.follower_updates_per_leader=1"]
+        + ["hierarchy.action_sequence=[[adversary_0],[agent_0],[agent_1]]"],
+    )
+    middle, last = solver.learner_of["agent_0"].net, solver.learner_of["agent_1"].net
+    solver.step(), solver.step()
+    middle_then = {k: v.clone() for k, v in middle.state_dict().items()}
+    last_then = {k: v.clone() for k, v in last.state_dict().items()}
+    losses = [solver.step()["losses"] for _ in range(2)]
+    assert all(sorted(m) == ["agent_1"] for m in losses)  # the leading tiers rest
+    assert all(torch.equal(v, middle.state_dict()[k]) for k, v in middle_then.items())
+    assert not all(torch.equal(v, last.state_dict()[k]) for k, v in last_then.items())
+
+
+def test_a_renewed_follower_starts_with_an_empty_optimiser_and_its_teammate_keeps_its_own(
+    make_cfg,
+):
+    _, _, solver = build(
+        make_cfg,
+        ["algo=stackelberg_ppo", "algo.follower_restarts=1", "algo.total_timesteps=128"]
+        + ["algo.follower_updates_per_leader=1"],
+    )
+    solver.step(), solver.step()
+    kept = {k: v.clone() for k, v in solver.learner_of["agent_1"].net.state_dict().items()}
+    solver.iteration = 3  # the first iteration of round 1, which renews agent_0
+    solver._restart_followers()
+    assert not solver.learner_of["agent_0"].optimizer.state
+    assert solver.learner_of["agent_1"].optimizer.state
+    assert solver.learner_of["adversary_0"].optimizer.state
+    assert all(
+        torch.equal(v, solver.learner_of["agent_1"].net.state_dict()[k]) for k, v in kept.items()
+    )
+
+
+def test_restarts_that_would_leave_the_leader_no_update_give_way_with_a_warning(make_cfg, capsys):
+    # 2 iterations, leader every 2nd: a restart half-way would freeze it before its first update
+    _, _, solver = build(make_cfg, ["algo=stackelberg_ppo", "algo.follower_restarts=1"])
+    assert solver.round_bounds == [(0, 2)] and solver.restarts == 0
+    err = capsys.readouterr().err
+    assert "follower_restarts=1 leaves the leaders no update" in err
+    assert "algo.total_timesteps of at least 128" in err
+    updated = [sorted(solver.step()["losses"]) for _ in range(solver.num_iterations)]
+    assert updated[-1] == ["adversary_0", "agent_0", "agent_1"]
+
+
 def test_leaders_wait_for_the_warmup(make_cfg):
     _, _, solver = build(
         make_cfg,
@@ -359,6 +469,7 @@ def test_leaders_wait_for_the_warmup(make_cfg):
             "algo.follower_updates_per_leader=1",
             "algo.leader_warmup=0.5",
             "algo.total_timesteps=128",
+            "algo.follower_restarts=0",
         ],
     )
     updated = [sorted(solver.step()["losses"]) for _ in range(solver.num_iterations)]
