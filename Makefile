@@ -19,7 +19,7 @@ install: ## install dgsolve, its dev tools, OpenSpiel, the sweep launchers and W
 $(STAMP): pyproject.toml
 	$(MAKE) install
 
-run: $(STAMP) ## install if needed, then train Stackelberg PPO on simple_adversary (2M steps, minutes)
+run: $(STAMP) ## install if needed, then train Stackelberg PPO on simple_adversary (4M steps, minutes)
 	$(PYTHON) -m dgsolve.cli $(RUN_ARGS)
 
 test: $(STAMP) ## install if needed, then run the test suite

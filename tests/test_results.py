@@ -149,7 +149,8 @@ def test_jobs_that_open_a_new_index_at_the_same_moment_all_get_it(tmp_path):
         assert [p.exitcode for p in procs] == [0] * 4, f"trial {trial}"
 
 
-def test_reindex_rebuilds_the_index_from_the_run_directories(tmp_path, index, capsys):
+def test_reindex_rebuilds_the_index_from_the_run_directories(tmp_path, index, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a bare reindex also scans ./outputs: not the checkout's own
     for i in range(3):
         fake_run(tmp_path / "sweep", f"{i}_seed={i}", seed=i)
     assert index.runs() == []
