@@ -35,6 +35,8 @@ SCENARIOS: dict[str, str] = {
 _GAME_KWARGS = ("max_cycles", "continuous_actions", "dynamic_rescaling")
 #: mpe2 keyword arguments that only change mpe2's drawing or infos, accepted and ignored
 _IGNORED = ("render_mode",)
+#: mpe2 options the torch backend has only switched off: refused when on, dropped when off
+_OFF_ONLY = ("benchmark_data", "curriculum")
 
 
 def scenario_name(name: str) -> str:
@@ -76,8 +78,9 @@ def make_torch(
     game_kwargs = {k: kwargs.pop(k) for k in _GAME_KWARGS if k in kwargs}
     for key in _IGNORED:
         kwargs.pop(key, None)
-    if kwargs.pop("benchmark_data", False):
-        raise ValueError("the torch MPE backend has no benchmark_data (env.backend=mpe2 has)")
+    for key in _OFF_ONLY:
+        if kwargs.pop(key, False):
+            raise ValueError(f"{scenario} on the torch backend has no {key} (env.backend=mpe2 has)")
     return TorchMPEGame(
         make_scenario(scenario, **kwargs),
         num_envs,

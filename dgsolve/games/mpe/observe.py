@@ -28,6 +28,18 @@ def _index(entities: tuple[int, ...], device: torch.device) -> torch.Tensor:
     return torch.tensor(entities, dtype=torch.long, device=device)
 
 
+def constant(values: tuple, like: torch.Tensor) -> torch.Tensor:
+    """``values`` (nested tuples) as a tensor on ``like``'s device and in its dtype, built once
+    and cached (per-step colour tables would otherwise be rebuilt from Python every step).
+    The tensor is shared: index or copy it, never write to it."""
+    return _constant(values, like.device, like.dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _constant(values: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return torch.tensor(values, device=device, dtype=dtype)
+
+
 def nearest_order(pos: torch.Tensor, agent: int, others: list[int], n: int) -> torch.Tensor:
     """``[B, min(n, len(others))]``: indices into ``others`` of the ``n`` entities nearest to
     ``agent``, closest first (mpe2's ``nearest_entities``: ``argsort`` of the distances)."""

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dgsolve.games.mpe.observe import chosen, relative
+from dgsolve.games.mpe.observe import chosen, constant, relative
 from dgsolve.games.mpe.scenario import TorchScenario, check_kwargs
 from dgsolve.games.mpe.world import WorldLayout, WorldState, distance, uniform
 
@@ -27,6 +27,10 @@ _ADVERSARY = (0.75, 0.25, 0.25)
 _GOOD = (0.25, 0.25, 0.25)
 #: the landmarks' colours: grey 0.1 with channel ``i + 1`` raised by 0.8
 _LANDMARK = (0.1, 0.1, 0.1)
+#: ... as mpe2 computes them, once
+_LANDMARK_COLOURS = tuple(
+    tuple(c + 0.8 if k == i + 1 else c for k, c in enumerate(_LANDMARK)) for i in range(2)
+)
 
 
 class SimplePush(TorchScenario):
@@ -55,13 +59,11 @@ class SimplePush(TorchScenario):
 
     def _landmark_colours(self, state: WorldState) -> torch.Tensor:
         """``[2, 3]``: mpe2's landmark colours (``0.1``, channel ``i + 1`` plus ``0.8``)."""
-        base = torch.tensor(_LANDMARK, device=state.pos.device, dtype=state.pos.dtype)
-        raise_ = torch.eye(3, device=base.device, dtype=base.dtype)[1:] * 0.8
-        return base + raise_
+        return constant(_LANDMARK_COLOURS, state.pos)
 
     def _good_colour(self, state: WorldState) -> torch.Tensor:
         """``[B, 3]``: the good agent's colour, grey with the goal's channel plus 0.5."""
-        base = torch.tensor(_GOOD, device=state.pos.device, dtype=state.pos.dtype)
+        base = constant(_GOOD, state.pos)
         channel = state.extra["goal"].long() + 1
         return base + torch.nn.functional.one_hot(channel, 3).to(base.dtype) * 0.5
 

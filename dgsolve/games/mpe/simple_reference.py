@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dgsolve.games.mpe.observe import chosen, relative
+from dgsolve.games.mpe.observe import chosen, constant, relative
 from dgsolve.games.mpe.scenario import TorchScenario, check_kwargs
 from dgsolve.games.mpe.world import WorldLayout, WorldState, distance, uniform
 
@@ -53,10 +53,6 @@ class SimpleReference(TorchScenario):
         pos = uniform((num_envs, E, 2), -1.0, 1.0, generator, device, dtype)
         return WorldState.at_rest(pos, self.layout, {"goal": goal})
 
-    def _palette(self, state: WorldState) -> torch.Tensor:
-        """``[3, 3]``: the landmarks' colours in the state's dtype and device."""
-        return torch.tensor(_LANDMARKS, device=state.pos.device, dtype=state.pos.dtype)
-
     def _goal_pos(self, state: WorldState) -> torch.Tensor:
         """``[B, 2, 2]``: the position of each agent's goal landmark."""
         return chosen(state.pos, self._landmarks, state.extra["goal"])
@@ -64,7 +60,7 @@ class SimpleReference(TorchScenario):
     def observations(self, state: WorldState) -> dict[str, torch.Tensor]:
         """``[velocity, landmarks, own goal's colour, partner's words]`` per agent."""
         pos, out = state.pos, {}
-        colour = self._palette(state)[state.extra["goal"].long()]
+        colour = constant(_LANDMARKS, state.pos)[state.extra["goal"].long()]
         for i, agent in enumerate(self.layout.agents):
             marks = relative(pos, i, self._landmarks)
             parts = [state.vel[:, i], marks, colour[:, i], state.comm[:, 1 - i]]
@@ -92,7 +88,7 @@ class SimpleReference(TorchScenario):
     def colors(self, state: WorldState) -> torch.Tensor:
         """Landmarks red, green, blue; each agent in the colour of the landmark it must reach
         (its partner's goal)."""
-        palette = self._palette(state)
+        palette = constant(_LANDMARKS, state.pos)
         goal = state.extra["goal"].long()
         agents = palette[goal[:, [1, 0]]]
         marks = palette.expand(state.pos.shape[0], -1, -1)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dgsolve.games.mpe.observe import chosen, relative
+from dgsolve.games.mpe.observe import chosen, constant, relative
 from dgsolve.games.mpe.scenario import TorchScenario, check_kwargs
 from dgsolve.games.mpe.world import WorldLayout, WorldState, uniform
 
@@ -52,10 +52,6 @@ class SimpleSpeakerListener(TorchScenario):
         pos = uniform((num_envs, E, 2), -1.0, 1.0, generator, device, dtype)
         return WorldState.at_rest(pos, self.layout, {"goal": goal})
 
-    def _palette(self, state: WorldState) -> torch.Tensor:
-        """``[3, 3]``: the landmarks' colours in the state's dtype and device."""
-        return torch.tensor(_LANDMARKS, device=state.pos.device, dtype=state.pos.dtype)
-
     def _goal_pos(self, state: WorldState) -> torch.Tensor:
         """``[B, 2]``: every copy's goal landmark position."""
         return chosen(state.pos, self._landmarks, state.extra["goal"])
@@ -64,7 +60,7 @@ class SimpleSpeakerListener(TorchScenario):
         """The speaker: ``[goal colour]``; the listener: ``[velocity, landmarks, speaker's
         words]``."""
         speaker, listener = self.layout.agents
-        colour = self._palette(state)[state.extra["goal"].long()]
+        colour = constant(_LANDMARKS, state.pos)[state.extra["goal"].long()]
         marks = relative(state.pos, 1, self._landmarks)
         heard = torch.cat([state.vel[:, 1], marks, state.comm[:, 0]], 1)
         return {speaker: colour, listener: heard}
@@ -84,8 +80,8 @@ class SimpleSpeakerListener(TorchScenario):
         """Speaker grey, landmarks red, green, blue, the listener its goal's colour
         lightened."""
         B = state.pos.shape[0]
-        palette = self._palette(state)
-        speaker = torch.tensor(_SPEAKER, device=palette.device, dtype=palette.dtype)
+        palette = constant(_LANDMARKS, state.pos)
+        speaker = constant(_SPEAKER, palette)
         listener = palette[state.extra["goal"].long()] + _LIGHTEN
         marks = palette.expand(B, -1, -1)
         return torch.cat([speaker.expand(B, 1, 3), listener.unsqueeze(1), marks], 1)

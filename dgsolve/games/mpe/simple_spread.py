@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from dgsolve.games.mpe.observe import collisions, padded_nearest, seen, take
+from dgsolve.games.mpe.observe import collisions, constant, padded_nearest, seen, take
 from dgsolve.games.mpe.scenario import TorchScenario, check_kwargs
 from dgsolve.games.mpe.world import WorldLayout, WorldState, distance, uniform
 
@@ -28,17 +28,12 @@ class SimpleSpread(TorchScenario):
         self,
         N: int = 3,
         local_ratio: float = 0.5,
-        curriculum: bool = False,
         terminate_on_success: bool = False,
         num_agent_neighbors: int | None = None,
         num_landmark_neighbors: int | None = None,
         **rest: Any,
     ):
         check_kwargs(self.name, rest)
-        if curriculum:
-            raise ValueError(
-                "simple_spread on the torch backend has no curriculum (env.backend=mpe2 has)"
-            )
         if N < 1:
             raise ValueError(f"simple_spread needs N >= 1, not {N}")
         self.N = N
@@ -80,7 +75,7 @@ class SimpleSpread(TorchScenario):
         return out
 
     def rewards(self, state: WorldState) -> torch.Tensor:
-        size = torch.tensor(self.layout.size, device=state.pos.device, dtype=state.pos.dtype)
+        size = constant(self.layout.size, state.pos)
         hit = collisions(state.pos, size, self._agents, self._agents)
         eye = torch.eye(self.N, dtype=torch.bool, device=hit.device)
         return -(hit & ~eye).sum(-1).to(state.pos.dtype)

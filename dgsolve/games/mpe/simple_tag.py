@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from dgsolve.games.mpe.observe import collisions, padded_nearest, seen
+from dgsolve.games.mpe.observe import collisions, constant, padded_nearest, seen
 from dgsolve.games.mpe.scenario import TorchScenario, check_kwargs
 from dgsolve.games.mpe.world import WorldLayout, WorldState, uniform
 
@@ -44,17 +44,12 @@ class SimpleTag(TorchScenario):
         num_good: int = 1,
         num_adversaries: int = 3,
         num_obstacles: int = 2,
-        curriculum: bool = False,
         terminate_on_success: bool = False,
         num_agent_neighbors: int | None = None,
         num_landmark_neighbors: int | None = None,
         **rest: Any,
     ):
         check_kwargs(self.name, rest)
-        if curriculum:
-            raise ValueError(
-                "simple_tag on the torch backend has no curriculum (env.backend=mpe2 has)"
-            )
         if num_good < 0 or num_adversaries < 0 or num_obstacles < 0:
             raise ValueError(
                 "simple_tag needs num_good, num_adversaries, num_obstacles >= 0, not "
@@ -122,7 +117,7 @@ class SimpleTag(TorchScenario):
 
     def _caught(self, state: WorldState) -> torch.Tensor:
         """``[B, G, V]`` bool: whether good agent g touches adversary v."""
-        size = torch.tensor(self.layout.size, device=state.pos.device, dtype=state.pos.dtype)
+        size = constant(self.layout.size, state.pos)
         return collisions(state.pos, size, self._good, self._adversaries)
 
     def rewards(self, state: WorldState) -> torch.Tensor:

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from dgsolve.games.mpe.observe import collisions, relative
+from dgsolve.games.mpe.observe import collisions, constant, relative
 from dgsolve.games.mpe.scenario import TorchScenario, check_kwargs
 from dgsolve.games.mpe.world import WorldLayout, WorldState, distance, uniform
 
@@ -110,7 +110,7 @@ class SimpleWorldComm(TorchScenario):
 
     def _size(self, state: WorldState) -> torch.Tensor:
         """``[E]``: every entity's radius, on the state's device and dtype."""
-        return torch.tensor(self.layout.size, device=state.pos.device, dtype=state.pos.dtype)
+        return constant(self.layout.size, state.pos)
 
     def observations(self, state: WorldState) -> dict[str, torch.Tensor]:
         """``[vel, pos, landmarks, others, good others' vel, in_forest, leader's words]`` for
