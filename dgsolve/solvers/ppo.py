@@ -328,11 +328,10 @@ class PPOSolver:
         self.iteration += 1
         cfg = self.cfg
         r = self._round_of(self.iteration)
-        start, end = self.round_bounds[r]
-        if r > 0 and self.iteration == start + 1:
+        if r > 0 and self.iteration == self.round_bounds[r][0] + 1:
             self._restart_followers()
-        # learning rates decay to 0 over the budget; with restarts, followers' over their round
-        for opt, (first, last) in self._optimizers_and_spans(start, end):
+        # learning rates decay to 0 over the budget; a renewed follower's over its round
+        for opt, (first, last) in self._optimizers_and_spans(r):
             frac = 1.0 - (self.iteration - 1 - first) / (last - first)
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * frac if cfg.anneal_lr else cfg.lr
@@ -358,14 +357,14 @@ class PPOSolver:
                 metrics["losses"][learner.name] = self._update(learner, batch)
         return metrics
 
-    def _optimizers_and_spans(self, start: int, end: int):
+    def _optimizers_and_spans(self, r: int):
         """Each optimiser with the iterations its learning-rate decay spans: the whole budget,
-        or for the follower renewed at the start of the current round ``(start, end]``, that
-        round."""
+        or for the follower renewed at the start of round ``r``, that round."""
         whole = (0, self.num_iterations)
-        r = self._round_of(start + 1)
         renewed = self._renewed_follower(r) if r > 0 else None
-        out = [(lr.optimizer, (start, end) if lr is renewed else whole) for lr in self.learners]
+        out = [
+            (lr.optimizer, self.round_bounds[r] if lr is renewed else whole) for lr in self.learners
+        ]
         if self.critic_optimizer is not None:
             out.append((self.critic_optimizer, whole))
         return out
