@@ -89,6 +89,8 @@ def _stage(
             rows = slice(offset[i] - before, offset[i] - before + dims[i])
             H = C_w.T @ R_all[i] @ C_w + discount * D_w.T @ P_next[i] @ D_w
             own = H[rows, rows]
+            if not np.isfinite(H).all():
+                raise _ValuesDiverged  # unstable dynamics, not a non-convex cost: see _solve
             if np.linalg.eigvalsh((own + own.T) / 2).min() <= 0:
                 raise ConfigError(
                     f"player {i}'s stage cost is not convex in its own action, so the LQ game "
@@ -117,6 +119,20 @@ def _stage(
         P = mats.Q[i] + K_all.T @ R_all[i] @ K_all + discount * F.T @ P_next[i] @ F
         values[i] = (P + P.T) / 2
     return _Stage(gains, response, values)
+
+
+class _ValuesDiverged(Exception):
+    """A stage met non-finite next-stage values: the Riccati recursion overflowed."""
+
+
+#: value matrices this many times the stage costs' scale have left the range where rounding
+#: keeps them positive semi-definite: the recursion is diverging, not meeting a non-convex cost
+BLOWN_UP = 1e10
+
+
+def _blown_up(P: dict[str, np.ndarray], Q: dict[str, np.ndarray]) -> bool:
+    scale = max(1.0, max(float(np.abs(q).max()) for q in Q.values()))
+    return max(float(np.abs(p).max()) for p in P.values()) > BLOWN_UP * scale
 
 
 # --------------------------------------------------------------------------- equilibria
@@ -178,7 +194,16 @@ def _solve(cfg: LQConfig, mats: LQMatrices, tiers: list[list[str]]) -> dict[str,
         for _ in range(cfg.horizon):
             for i in agents:  # noise enters the transition into the stage whose value is P
                 noise[i] += cfg.noise_std**2 * float(np.trace(P[i]))
-            stage = _stage(mats, tiers, P, 1.0)
+            try:
+                stage = _stage(mats, tiers, P, 1.0)
+            except (_ValuesDiverged, ConfigError) as err:
+                if isinstance(err, ConfigError) and not _blown_up(P, mats.Q):
+                    raise
+                raise ConfigError(
+                    f"the players' values overflow over env.horizon={cfg.horizon} steps: the "
+                    "state grows too fast for any policy to keep its cost finite (make env.A "
+                    "less unstable, or shorten env.horizon)"
+                ) from None
             P = stage.values
             stages.append(stage)
         stages.reverse()  # stages[t] is step t
@@ -193,16 +218,23 @@ def _solve(cfg: LQConfig, mats: LQMatrices, tiers: list[list[str]]) -> dict[str,
     # A diverging iteration overflows on its way to inf; that is detected below, not an error.
     with np.errstate(over="ignore", invalid="ignore"):
         for iteration in range(RICCATI_MAX_ITER):
-            stage = _stage(mats, tiers, P, g)
-            change = max(np.abs(stage.values[i] - P[i]).max() for i in agents)
-            scale = max(1.0, max(np.abs(stage.values[i]).max() for i in agents))
-            P = stage.values
+            try:
+                stage = _stage(mats, tiers, P, g)
+            except _ValuesDiverged:
+                stage = None
+            except ConfigError:
+                if not _blown_up(P, mats.Q):
+                    raise
+                stage = None  # a value so large that rounding broke its convexity: divergence
+            change = max(np.abs(stage.values[i] - P[i]).max() for i in agents) if stage else np.inf
             if not np.isfinite(change):
                 raise ConfigError(
                     f"the coupled Riccati iteration for env.discount={g} diverged after "
                     f"{iteration + 1} iterations: in equilibrium the players do not keep the "
                     "state bounded at this discount (lower env.discount, or use env.horizon)"
                 )
+            scale = max(1.0, max(np.abs(stage.values[i]).max() for i in agents))
+            P = stage.values
             if change <= RICCATI_TOL * scale:
                 noise = {i: g * cfg.noise_std**2 * float(np.trace(P[i])) / (1 - g) for i in agents}
                 return {

@@ -365,3 +365,18 @@ def test_unsolvable_games_raise_config_errors():
         feedback_nash(concave)
     with pytest.raises(HierarchyError, match="every agent"):
         feedback_stackelberg(LQConfig(), [["p1"]])
+
+
+@pytest.mark.parametrize("solve", [feedback_nash, feedback_stackelberg])
+def test_unstable_dynamics_are_named_as_divergence_not_as_a_non_convex_cost(solve):
+    # The default game's inputs both push along (0.5, 1): with x' = 3 x the other direction
+    # grows threefold per step whatever they do, the coupled values ninefold per iteration
+    # until rounding breaks their convexity. The cause is the unstable state, said as such.
+    unstable = dataclasses.replace(LQConfig(), A=[[3.0, 0.0], [0.0, 3.0]])
+    with pytest.raises(ConfigError, match="diverged") as err:
+        solve(unstable)
+    assert "not convex" not in str(err.value)
+    long = dataclasses.replace(LQConfig(), A=[[30.0, 0.0], [0.0, 30.0]], horizon=300, discount=None)
+    with pytest.raises(ConfigError, match="overflow over env.horizon=300") as err:
+        solve(long)
+    assert "not convex" not in str(err.value)
