@@ -21,9 +21,11 @@ The library itself only reads attributes from these objects; it works the same w
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -499,7 +501,7 @@ def schema_name(group: str, name: str) -> str:
     return f"schema_{group}" if name == group else f"schema_{group}_{name}"
 
 
-def _structured(schema: type) -> DictConfig:
+def structured_schema(schema: type) -> DictConfig:
     """``schema`` as a DictConfig whose :func:`open_mapping` fields are out of struct mode (the flag
     stays with the node through Hydra's merges, and Hydra sets struct mode on the root only)."""
     node = OmegaConf.structured(schema)
@@ -507,6 +509,29 @@ def _structured(schema: type) -> DictConfig:
         if f.metadata.get(OPEN_KEYS):
             OmegaConf.set_struct(node._get_node(f.name), False)
     return node
+
+
+def config_dir() -> str:
+    """``conf/`` shipped inside the package (wheel) or beside it (source checkout)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"dgsolve's conf/ directory is missing (looked in {here})")
+
+
+@functools.cache
+def trusted_factories() -> frozenset[str]:
+    """The ``env.factory`` values of dgsolve's own env configs (``conf/env/*.yaml``): the code a
+    config from elsewhere may name without the caller confirming it."""
+    import yaml
+
+    out = set()
+    for path in sorted((Path(config_dir()) / "env").glob("*.yaml")):
+        factory = (yaml.safe_load(path.read_text()) or {}).get("factory")
+        if factory:
+            out.add(str(factory))
+    return frozenset(out)
 
 
 def register_configs() -> None:
@@ -518,4 +543,4 @@ def register_configs() -> None:
     cs.store(name="schema_config", node=DGSolveConfig)
     for group, schemas in SCHEMAS.items():
         for name, schema in schemas.items():
-            cs.store(name=schema_name(group, name), node=_structured(schema))
+            cs.store(name=schema_name(group, name), node=structured_schema(schema))

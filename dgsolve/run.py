@@ -18,32 +18,23 @@ from omegaconf import DictConfig, OmegaConf
 from dgsolve import lock, tasks
 from dgsolve.errors import ConfigError, Interrupted, RunDirError
 from dgsolve.results.index import record_run
-from dgsolve.rundir import load_policies, load_run_config, save_run_config
+from dgsolve.rundir import (
+    SAFE_ON_RESUME,
+    confirmed_factory,
+    load_policies,
+    load_run_config,
+    save_run_config,
+)
 from dgsolve.validation import validate
 
-__all__ = ["run", "load_policies", "load_run_config", "resolve_device", "SignalGuard"]
-
-#: options a ``resume=`` may change: evaluation and logging, the hardware (networks, optimisers
-#: and game states are moved to it), and a larger training budget
-SAFE_ON_RESUME = (
-    "task.eval_episodes",
-    "task.eval_every",
-    "task.eval_games",
-    "task.eq_tolerance",
-    "task.checkpoint_every",
-    "task.progress",
-    "task.render",
-    "algo.total_timesteps",
-    "hardware",
-    "hardware.device",
-    "hardware.threads",
-    "task.objective",
-    "logger",
-    "logger.wandb",
-    "logger.wandb_project",
-    "logger.wandb_entity",
-    "logger.index",
-)
+__all__ = [
+    "run",
+    "load_policies",
+    "load_run_config",
+    "resolve_device",
+    "SignalGuard",
+    "SAFE_ON_RESUME",
+]
 
 
 def resolve_device(hardware) -> torch.device:
@@ -162,13 +153,19 @@ def resume_target(cfg: DictConfig, overrides) -> tuple[Path, DictConfig, list[st
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     resume_dir = Path(cfg.resume).expanduser().resolve()
-    saved = load_run_config(resume_dir)
-    changed: list[str] = []
     parsed = OverridesParser.create().parse_overrides(list(overrides))
+    confirmed = confirmed_factory(overrides)
+    saved = load_run_config(resume_dir, factory=confirmed)
+    # logging is the caller's choice, not the directory's (a config from elsewhere could
+    # otherwise send this run's metrics to someone else's W&B project)
+    saved.logger = cfg.logger
+    changed: list[str] = []
     for override in parsed:
         key = override.key_or_group
         if key == "resume" or key.startswith("hydra.") or key == "hydra":
             continue
+        if key == "env.factory" and confirmed == str(saved.env.get("factory")):
+            continue  # the caller confirms the factory the run was trained with
         if key not in SAFE_ON_RESUME:
             raise ConfigError(
                 f"'{override.input_line}' cannot change on resume=; a resumed run keeps its own "
@@ -184,6 +181,5 @@ def resume_target(cfg: DictConfig, overrides) -> tuple[Path, DictConfig, list[st
                 )
         OmegaConf.update(saved, key, value, merge=False)
         changed.append(key)
-    with_flag = OmegaConf.to_container(saved, resolve=False)
-    with_flag["resume"] = None
-    return resume_dir, OmegaConf.create(with_flag), changed
+    saved.resume = None
+    return resume_dir, saved, changed

@@ -29,7 +29,13 @@ from dgsolve.eval.equilibrium import equilibrium_report
 from dgsolve.eval.returns import evaluate_returns, uniform_random_actions
 from dgsolve.hierarchy import Hierarchy
 from dgsolve.report import print_report
-from dgsolve.rundir import CHECKPOINT_VERSION, load_checkpoint, restore, run_identity
+from dgsolve.rundir import (
+    CHECKPOINT_VERSION,
+    check_resumed_config,
+    load_checkpoint,
+    restore,
+    run_identity,
+)
 
 RESUMABLE = True
 
@@ -74,11 +80,13 @@ def _train(ctx, cfg, device: torch.device, game) -> dict:
         if not ckpt_path.is_file():
             raise RunDirError(f"cannot resume '{ctx.dir}': it has no checkpoints/last.pt")
         state = load_checkpoint(ckpt_path, identity)
+        check_resumed_config(state, cfg, ckpt_path)
         restore(solver.load_state_dict, state["solver"], ckpt_path)
         restore(art.history.load_state_dict, state["history"], ckpt_path)
         wall_before = float(state["wall_time_s"])
         previous = _previous_summary(ctx.dir)
     started = time.perf_counter()
+    trained_with = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
     def wall() -> float:
         return wall_before + time.perf_counter() - started
@@ -87,6 +95,7 @@ def _train(ctx, cfg, device: torch.device, game) -> dict:
         return {
             "version": CHECKPOINT_VERSION,
             "identity": identity,
+            "config": trained_with,
             "solver": solver.state_dict(),
             "history": art.history.state_dict(),
             "wall_time_s": wall(),
