@@ -45,8 +45,9 @@ _INTERPOLATION = re.compile(r"\$\{")
 _PATH = re.compile(r"\.*[A-Za-z_][\w\-]*(?:\.[\w\-]+)*")
 
 
-def read_bounded(path: Path | str, limit: int = MAX_BYTES) -> bytes:
-    """The bytes of regular file ``path``, refused in one line if it is larger than ``limit``."""
+def read_bounded(path: Path | str, limit: int = MAX_BYTES, what: str = "config") -> bytes:
+    """The bytes of regular file ``path``, refused in one line if it is larger than ``limit``
+    (``what`` the file should be, for the message)."""
     path = Path(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -62,7 +63,7 @@ def read_bounded(path: Path | str, limit: int = MAX_BYTES) -> bytes:
     finally:
         os.close(fd)
     if len(data) > limit:
-        raise RunDirError(f"{path} is larger than {limit:,} bytes; it is not a dgsolve config")
+        raise RunDirError(f"{path} is larger than {limit:,} bytes; it is not a dgsolve {what}")
     return data
 
 

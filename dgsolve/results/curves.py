@@ -5,47 +5,74 @@ step averaged into one point); ``losses.<learner>.<key>``: what a learner logged
 (``losses.leader.policy_loss``, ``losses.solver.nash_conv``); ``<prefix>.<...>``: the
 evaluations logged every ``task.eval_every`` iterations and at the end (``eq.nash_conv``,
 ``bargain.self_play.welfare``), the same names as the summary's final figures.
+
+A history may come from elsewhere: it is read within :data:`MAX_HISTORY_BYTES`, and a part that
+is not a list of numbers where one belongs is left out instead of failing the plot.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
+from dgsolve.errors import RunDirError
+from dgsolve.untrusted import read_bounded
+
+#: the largest history.json read: a default bargaining run (10M decisions, 1.25M games) writes
+#: about 90 MB, a 2M-step MPE run about 10 MB
+MAX_HISTORY_BYTES = 512 << 20
+
 
 def read_history(run_dir: Path | str) -> dict:
-    try:
-        out = json.loads((Path(run_dir) / "history.json").read_text())
-    except (OSError, ValueError):
+    """The run's ``history.json`` ({} where it has none); one that is too large, not a regular
+    file or not a JSON object is a :class:`RunDirError` naming it."""
+    path = Path(run_dir) / "history.json"
+    if not os.path.lexists(path):
         return {}
-    return out if isinstance(out, dict) else {}
+    data = read_bounded(path, MAX_HISTORY_BYTES, "history")
+    try:
+        out = json.loads(data)
+    except (ValueError, RecursionError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise RunDirError(f"{path} is not readable JSON ({reason})") from None
+    if not isinstance(out, dict):
+        raise RunDirError(f"{path} is not a dgsolve history (not a JSON object)")
+    return out
 
 
 def curves(history: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Every curve of a history: name -> (steps, values)."""
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    episodes = history.get("episodes") or {}
-    env_step = np.asarray(episodes.get("env_step") or [], dtype=np.float64)
-    if len(env_step):
+    episodes = _dict(history.get("episodes"))
+    env_step = _floats(episodes.get("env_step"))
+    if env_step is not None and len(env_step):
         steps, first = np.unique(env_step, return_index=True)
         counts = np.diff(np.append(first, len(env_step)))
-        for agent, values in (episodes.get("returns") or {}).items():
-            v = np.asarray(values, dtype=np.float64)
-            if len(v) == len(env_step):
+        for agent, values in _dict(episodes.get("returns")).items():
+            v = _floats(values)
+            if v is not None and len(v) == len(env_step):
                 out[f"returns.{agent}"] = (steps, np.add.reduceat(v, first) / counts)
-    for learner, rec in (history.get("updates") or {}).items():
-        steps = np.asarray(rec.get("env_step") or [], dtype=np.float64)
-        for key, values in rec.items():
-            if key != "env_step" and len(values) == len(steps):
-                out[f"losses.{learner}.{key}"] = (steps, _floats(values))
-    evaluations = history.get("evaluations") or {}
-    steps = np.asarray(evaluations.get("env_step") or [], dtype=np.float64)
-    for key, values in evaluations.items():
-        if key not in ("env_step", "wall_time_s") and len(values) == len(steps):
-            out[key.replace("/", ".")] = (steps, _floats(values))
+    for learner, rec in _dict(history.get("updates")).items():
+        for key, (x, y) in _series(_dict(rec), ("env_step",)):
+            out[f"losses.{learner}.{key}"] = (x, y)
+    for key, (x, y) in _series(_dict(history.get("evaluations")), ("env_step", "wall_time_s")):
+        out[key.replace("/", ".")] = (x, y)
     return out
+
+
+def _series(rec: dict, skip: tuple[str, ...]):
+    """``(key, (steps, values))`` for each list of numbers in ``rec`` as long as its
+    ``env_step``, the keys in ``skip`` left out."""
+    steps = _floats(rec.get("env_step"))
+    if steps is None:
+        return
+    for key, values in rec.items():
+        v = _floats(values)
+        if key not in skip and v is not None and len(v) == len(steps):
+            yield key, (steps, v)
 
 
 def select(available: dict, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -55,5 +82,16 @@ def select(available: dict, metric: str) -> dict[str, tuple[np.ndarray, np.ndarr
     return {k: v for k, v in available.items() if k.startswith(metric + ".")}
 
 
-def _floats(values) -> np.ndarray:
-    return np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _floats(values) -> np.ndarray | None:
+    """A list of numbers (None as NaN) as a 1-D array; None where it is not one."""
+    if not isinstance(values, list):
+        return None
+    try:
+        v = np.asarray([np.nan if x is None else x for x in values], dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return v if v.ndim == 1 else None

@@ -7,6 +7,10 @@ long busy timeout, so the jobs of a parallel sweep (joblib, submitit, Ray) queue
 lock instead of losing rows. WAL needs a local file system: on NFS point ``DGSOLVE_INDEX`` at a
 local disk. The run directories are the source of truth; :meth:`ResultsIndex.reindex` rebuilds
 the index from them.
+
+A row says ``running`` from a run's start until it records how it ended; a process that dies
+without a word (SIGKILL, a lost node) never does, so whenever the index is read a ``running`` row
+whose run directory's lock no process holds reads ``interrupted`` (and is stored so).
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
-from dgsolve.errors import DGSolveError
-from dgsolve.results.record import is_run_dir, read_run
+from dgsolve.errors import DGSolveError, RunDirError
+from dgsolve.results.record import KILLED, RUNNING, is_run_dir, lock_held, read_run
 
 SCHEMA_VERSION = 1
 COLUMNS = (
@@ -53,6 +58,8 @@ CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
 CREATE INDEX IF NOT EXISTS runs_algo_env ON runs (algo, env);
 """
 BUSY_TIMEOUT_S = 120.0
+#: how long a read waits to store the rows it found interrupted (skipped if the lock is busy)
+MARK_TIMEOUT_S = 1.0
 
 
 def index_path() -> Path:
@@ -160,27 +167,44 @@ class ResultsIndex:
             conn.close()
         return len(rows)
 
-    def reindex(self, roots: Iterable[Path | str] = ()) -> dict[str, int]:
+    def reindex(self, roots: Iterable[Path | str] = ()) -> dict[str, Any]:
         """Re-read every indexed run directory and every run under ``roots``; rows whose
-        directory no longer holds a run are dropped. Returns the counts."""
+        directory no longer holds a run are dropped, and so are directories whose files are
+        hostile or damaged (:func:`~dgsolve.results.record.read_run` refuses them). Returns
+        the counts (``indexed``, ``new``, ``removed``) and ``skipped``: ``{"run_dir",
+        "reason"}`` for each directory refused."""
         known = [r["run_dir"] for r in self.runs()]
         found: dict[str, dict] = {}
+        skipped: dict[str, str] = {}
+
+        def read(run_dir: Path | str) -> dict | None:
+            try:
+                return read_run(run_dir)
+            except RunDirError as err:
+                skipped[str(run_dir)] = str(err)
+                return None
+
         for root in roots:
             for run_dir in find_run_dirs(Path(root)):
-                rec = read_run(run_dir)
+                rec = read(run_dir)
                 if rec is not None:
                     found[rec["run_dir"]] = rec
         gone = []
         for run_dir in known:
             if run_dir in found:
                 continue
-            rec = read_run(run_dir) if Path(run_dir).is_dir() else None
+            rec = read(run_dir) if run_dir not in skipped and Path(run_dir).is_dir() else None
             if rec is None:
                 gone.append(run_dir)
             else:
                 found[run_dir] = rec
         self.upsert(found.values(), remove=gone)
-        return {"indexed": len(found), "removed": len(gone), "new": len(set(found) - set(known))}
+        return {
+            "indexed": len(found),
+            "removed": len([g for g in gone if g not in skipped]),
+            "new": len(set(found) - set(known)),
+            "skipped": [{"run_dir": d, "reason": skipped[d]} for d in sorted(skipped)],
+        }
 
     # ------------------------------------------------------------------ reads
     def runs(
@@ -191,12 +215,16 @@ class ResultsIndex:
         status: str | None = None,
         since: float | None = None,
     ) -> list[dict]:
-        """Rows matching every filter given, oldest first."""
+        """Rows matching every filter given, oldest first; a ``running`` row whose run no
+        process holds any more reads ``interrupted`` (the ``status`` filter sees that word)."""
         where, args = [], []
-        for column, value in (("algo", algo), ("env", env), ("task", task), ("status", status)):
+        for column, value in (("algo", algo), ("env", env), ("task", task)):
             if value:
                 where.append(f"{column} = ?")
                 args.append(value)
+        if status:  # a stored `running` may read `interrupted`: decided below
+            where.append("status IN (?, ?)")
+            args += [status, RUNNING]
         if since is not None:
             where.append("started_at >= ?")
             args.append(since)
@@ -206,20 +234,45 @@ class ResultsIndex:
         conn = self._connect()
         try:
             rows = conn.execute(sql + " ORDER BY started_at, run_dir", args).fetchall()
+            out = [_record(r) for r in rows]
+            dead = [r for r in out if r["status"] == RUNNING and not lock_held(r["run_dir"])]
+            if dead:
+                _store_killed(conn, dead)
+                for r in dead:
+                    r["status"] = KILLED
         except sqlite3.Error as err:
             raise ResultsIndexError(f"cannot read the results index {self.path}: {err}") from None
         finally:
             conn.close()
-        return [_record(r) for r in rows]
+        return [r for r in out if not status or r["status"] == status]
+
+
+def _store_killed(conn: sqlite3.Connection, rows: list[dict]) -> None:
+    """Store ``rows`` (read as ``running``, their lock free) as ``interrupted``, where the index
+    can be written within :data:`MARK_TIMEOUT_S`; a row rewritten since it was read (a
+    ``resume=`` has started) is left as it is. Readers show the right word either way."""
+    conn.execute(f"PRAGMA busy_timeout = {int(MARK_TIMEOUT_S * 1000)}")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            "UPDATE runs SET status = ? WHERE run_dir = ? AND status = ? AND indexed_at = ?",
+            [(KILLED, r["run_dir"], RUNNING, r["indexed_at"]) for r in rows],
+        )
+        conn.execute("COMMIT")
+    except sqlite3.Error:  # busy, or an index this user may only read
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
 
 
 def find_run_dirs(root: Path) -> list[Path]:
-    """Every run directory under ``root`` (``root`` itself included)."""
+    """Every run directory under ``root`` (``root`` itself included). Symbolic links to
+    directories are not followed (a link loop cannot make the walk endless), and directories
+    that cannot be listed are passed over."""
     root = root.expanduser().resolve()
     if not root.is_dir():
         return []
     out = []
-    for dirpath, dirnames, _files in os.walk(root):
+    for dirpath, dirnames, _files in os.walk(root, followlinks=False):
         path = Path(dirpath)
         dirnames[:] = [d for d in dirnames if d not in (".hydra", "tb", "checkpoints", "wandb")]
         if is_run_dir(path):

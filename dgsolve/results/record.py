@@ -5,6 +5,11 @@ Hydra's ``.hydra/config.yaml`` for older runs), ``.hydra/overrides.yaml`` (the c
 ``summary.json`` (the outcome). Nothing else is needed, so the index can always be rebuilt from
 the directories (``dgsolve-results reindex``). Metric names are dotted paths into
 ``summary.json`` (``returns.leader``, ``eq.verdict.worst_gap``, ``exploit.nash_conv``).
+
+A run directory may come from elsewhere, so its files are data (DESIGN.md, "Trust"): YAML is
+read by :func:`dgsolve.untrusted.load_yaml` (bounded size and alias expansion, nothing
+resolved), ``summary.json`` within :data:`MAX_SUMMARY_BYTES`, and a file that is hostile or
+damaged makes :func:`read_run` raise one :class:`~dgsolve.errors.RunDirError` line naming it.
 """
 
 from __future__ import annotations
@@ -12,10 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
 from dgsolve import lock
+from dgsolve.errors import RunDirError
+from dgsolve.untrusted import load_yaml, read_bounded
 
 #: options that do not change what a run computes: left out of the configuration a leaderboard
 #: groups seeds by (``config_key``), and of ``compare``'s differences unless asked
@@ -32,6 +41,12 @@ HEADLINE = (
 #: summary sections that are bookkeeping, not results (left out of the metric names)
 NOT_METRICS = ("versions", "tiers", "missing", "seed", "iterations")
 
+#: the largest summary.json read (dgsolve's own are a few kilobytes; the index keeps it whole)
+MAX_SUMMARY_BYTES = 8 << 20
+#: the deepest nesting of mappings and lists a config or summary may have (dgsolve's own: under
+#: ten), so that the recursive readers of a record (``flatten``) cannot overflow Python's stack
+MAX_DEPTH = 64
+
 
 def _config_path(run_dir: Path) -> Path | None:
     for path in (run_dir / "run_config.yaml", run_dir / ".hydra" / "config.yaml"):
@@ -46,20 +61,56 @@ def is_run_dir(path: Path) -> bool:
 
 
 def _load_yaml(path: Path) -> Any:
-    from omegaconf import OmegaConf
-
-    try:
-        return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    except Exception:
+    """The plain data of YAML file ``path``, None where there is no such file."""
+    if not os.path.lexists(path):
         return None
+    return load_yaml(path)
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        out = json.loads(path.read_text())
-    except (OSError, ValueError):
+    """The JSON object in ``path`` ({} where there is no such file)."""
+    if not os.path.lexists(path):
         return {}
-    return out if isinstance(out, dict) else {}
+    data = read_bounded(path, MAX_SUMMARY_BYTES, "summary")
+    try:
+        out = json.loads(data)
+    except (ValueError, RecursionError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise RunDirError(f"{path} is not readable JSON ({reason})") from None
+    if not isinstance(out, dict):
+        raise RunDirError(f"{path} is not a dgsolve summary (not a JSON object)")
+    _check_depth(out, path)
+    return out
+
+
+def _check_depth(data: Any, path: Path) -> None:
+    """Refuse ``data`` (read from ``path``) nested deeper than :data:`MAX_DEPTH`."""
+    stack = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            node = list(node.values())
+        if isinstance(node, list):
+            if depth > MAX_DEPTH:
+                raise RunDirError(f"{path} is nested more than {MAX_DEPTH} levels deep")
+            stack.extend((child, depth + 1) for child in node)
+
+
+def lock_held(run_dir: Path | str) -> bool:
+    """Whether a live process holds the lock of ``run_dir`` (:func:`dgsolve.lock.is_held`). A
+    lock path that is not a regular file (a FIFO would block the probe's open) is never held;
+    a lock that cannot be probed counts as held, so a live run is never called dead."""
+    path = Path(run_dir) / lock.LOCK_NAME
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return False  # never locked
+    if not stat.S_ISREG(mode):
+        return False
+    try:
+        return lock.is_held(run_dir)
+    except OSError:
+        return True
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -135,6 +186,11 @@ def started_at(run_dir: Path) -> float:
 #: statuses a run ends with (a summary with another one was written by a run still going, or
 #: by one that died before it could say how it ended)
 FINAL_STATUSES = ("completed", "incomplete", "interrupted", "diverged", "failed")
+#: the status of a run whose process is alive (it holds the run's lock)
+RUNNING = "running"
+#: the status of a run that stopped without saying how it ended (SIGKILL, a lost node): resumable
+#: like one stopped by a signal
+KILLED = "interrupted"
 
 
 def read_run(
@@ -143,38 +199,50 @@ def read_run(
     """The index record of ``run_dir`` (None where it holds no dgsolve run). The status is the
     summary's where it is final (:data:`FINAL_STATUSES`), else ``fallback`` (``running`` at a
     run's start, ``failed`` when it raised before saying how it ended), else ``running`` while a
-    process holds the run's lock and ``unfinished`` when none does (a killed run).
-    ``overrides``: the command line, where the directory has no ``.hydra/overrides.yaml``."""
+    process holds the run's lock and ``interrupted`` when none does (a killed run).
+    ``overrides``: the command line, where the directory has no ``.hydra/overrides.yaml``.
+    A config, overrides or summary file that is hostile or damaged raises :class:`RunDirError`
+    (one line naming the file)."""
     root = Path(run_dir).expanduser().resolve()
     cfg_path = _config_path(root)
     if cfg_path is None:
         return None
+    try:
+        str(root).encode()
+    except UnicodeEncodeError:
+        raise RunDirError(
+            f"{str(root)!r}: the path is not UTF-8, which the index cannot hold"
+        ) from None
     config = _load_yaml(cfg_path)
     if not isinstance(config, dict):
-        return None
-    summary = _read_json(root / "summary.json")
-    saved = _load_yaml(root / ".hydra" / "overrides.yaml")
+        raise RunDirError(f"{cfg_path} is not a dgsolve run config (not a mapping)")
+    _check_depth(config, cfg_path)
+    config = _plain(config)
+    summary = _plain(_read_json(root / "summary.json"))
+    saved_path = root / ".hydra" / "overrides.yaml"
+    saved = _load_yaml(saved_path)
     if isinstance(saved, list):
-        overrides = [str(o) for o in saved]
+        _check_depth(saved, saved_path)
+        overrides = [_text(o) for o in saved]
     overrides = list(overrides or [])
-    env = config.get("env") or {}
-    algo = config.get("algo") or {}
-    task = (config.get("task") or {}).get("name") or summary.get("task") or "train"
+    env = _section(config, "env")
+    algo = _section(config, "algo")
+    task = _section(config, "task").get("name") or summary.get("task") or "train"
     status = summary.get("status")
     if status not in FINAL_STATUSES:
-        status = fallback or ("running" if lock.is_held(root) else "unfinished")
+        status = fallback or (RUNNING if lock_held(root) else KILLED)
     return {
         "run_dir": str(root),
         "name": root.name,
-        "task": str(task),
-        "env": str(summary.get("env") or env.get("factory") or env.get("name") or ""),
-        "algo": str(summary.get("algo") or algo.get("name") or ""),
-        "hierarchy": str((config.get("hierarchy") or {}).get("mode") or ""),
-        "seed": int(config.get("seed") or 0),
+        "task": _text(task),
+        "env": _text(summary.get("env") or env.get("factory") or env.get("name") or ""),
+        "algo": _text(summary.get("algo") or algo.get("name") or ""),
+        "hierarchy": _text(_section(config, "hierarchy").get("mode") or ""),
+        "seed": _seed(config.get("seed")),
         "overrides": overrides,
-        "label": label(overrides),
+        "label": _text(label(overrides)),
         "config_key": config_key(config),
-        "status": str(status),
+        "status": _text(status),
         "started_at": started_at(root),
         "wall_time_s": _number(summary.get("wall_time_s")),
         "env_steps": _number(summary.get("env_steps")),
@@ -200,6 +268,40 @@ def headline(record: dict) -> dict[str, Any]:
                 out[name] = value
                 break
     return out
+
+
+def _section(config: dict, key: str) -> dict:
+    """``config[key]`` where it is a mapping, else {} (a config from elsewhere may be anything)."""
+    value = config.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _plain(value: Any) -> Any:
+    """Data from a run's files as JSON and a terminal can hold it: string keys, strings in
+    UTF-8, and dates and other scalars as strings."""
+    if isinstance(value, dict):
+        return {_text(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return _text(value)
+
+
+def _text(value: Any) -> str:
+    """``str(value)`` with what UTF-8 cannot hold (lone surrogates from a JSON or YAML escape)
+    replaced, so that SQLite takes it."""
+    return str(value).encode("utf-8", errors="replace").decode("utf-8")
+
+
+def _seed(value: Any) -> int:
+    """The config's seed where it is one SQLite can hold (a signed 64-bit integer), else 0."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        try:
+            value = int(str(value).strip())
+        except ValueError:
+            return 0
+    return value if -(1 << 63) <= value < (1 << 63) else 0
 
 
 def _number(value: Any) -> float | None:

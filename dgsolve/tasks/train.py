@@ -46,6 +46,8 @@ STAGE_OPTIONS = {
     "evaluation": ("task.eval_episodes", "task.eval_games", "task.eq_tolerance"),
     "rollout": ("task.render",),
 }
+#: the largest summary.json a resumed run reads back (dgsolve's own are kilobytes)
+SUMMARY_BYTES = 16 << 20
 #: summary keys the evaluation stage writes (kept from the earlier summary when not redone)
 EVALUATION_KEYS = ("eval_episodes", "returns", "random_returns", "mean_return", "eq")
 
@@ -304,12 +306,14 @@ def _stages_to_run(trained_now: bool, previous: dict, changed: list[str]) -> lis
 def _previous_summary(run_dir: Path) -> dict:
     import json
 
+    from dgsolve.untrusted import read_bounded
+
     path = Path(run_dir) / "summary.json"
     try:
-        out = json.loads(path.read_text())
+        out = json.loads(read_bounded(path, SUMMARY_BYTES, "summary"))
         return out if isinstance(out, dict) else {}
-    except (OSError, ValueError):
-        return {}  # unreadable: every stage is redone
+    except (RunDirError, ValueError):
+        return {}  # unreadable, or not a summary dgsolve wrote: every stage is redone
 
 
 def _summary_base(cfg, solver, hierarchy: Hierarchy, device) -> dict:
