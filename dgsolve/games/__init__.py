@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-import functools
+import importlib
 from collections.abc import Callable
 
 from omegaconf import DictConfig, OmegaConf
@@ -39,28 +39,56 @@ def _plain(cfg) -> dict:
     return dict(vars(cfg))
 
 
-def _pettingzoo_game(cfg, device: torch.device, kwargs: dict, **options) -> Game:
-    from dgsolve.games.pettingzoo import PettingZooGame, import_factory
+def _pettingzoo_game(cfg, device: torch.device, kwargs: dict, label: str, **options) -> Game:
+    from dgsolve.games.pettingzoo import PettingZooGame, bind_factory
 
-    factory = functools.partial(import_factory(cfg.factory), **kwargs)
+    factory = bind_factory(cfg.factory, kwargs)
     return PettingZooGame(
-        factory, cfg.num_envs, device, leader=cfg.leader, can_render=cfg.render, **options
+        factory,
+        cfg.num_envs,
+        device,
+        leader=cfg.leader,
+        can_render=cfg.render,
+        label=label,
+        **options,
     )
 
 
 def _make_pettingzoo(cfg, device: torch.device) -> Game:
     kwargs = _plain(cfg.kwargs) if cfg.kwargs else {}
-    return _pettingzoo_game(cfg, device, kwargs, max_cycles=cfg.max_cycles, wrap_aec=cfg.wrap_aec)
+    label = f"env.factory '{cfg.factory}'"
+    return _pettingzoo_game(
+        cfg, device, kwargs, label, max_cycles=cfg.max_cycles, wrap_aec=cfg.wrap_aec
+    )
+
+
+def _check_mpe2_kwargs(cfg, kwargs: dict) -> None:
+    """Refuse, in one line as the torch backend does, a keyword the mpe2 scenario does not take.
+    mpe2's ``parallel_env`` takes ``**kwargs``; its module's ``raw_env`` shows the real ones."""
+    from dgsolve.games.pettingzoo import import_factory, unknown_keyword
+
+    import_factory(cfg.factory)  # a one-line error where the module is not there
+    module_name = cfg.factory.split(":", 1)[0]
+    raw_env = getattr(importlib.import_module(module_name), "raw_env", None)
+    unknown = None if raw_env is None else unknown_keyword(raw_env, kwargs)
+    if unknown is not None:
+        key, names = unknown
+        scenario = module_name.rsplit(".", 1)[-1]
+        raise ConfigError(
+            f"env={cfg.name}: {scenario} on the mpe2 backend has no argument '{key}'; it takes: "
+            f"{', '.join(names)}"
+        )
 
 
 def _make_mpe(cfg, device: torch.device) -> Game:
     """``env.backend=torch``: the batched torch twin of the scenario that ``env.factory`` names
     (:func:`dgsolve.games.mpe.make_torch`); ``mpe2``: mpe2 itself through the PettingZoo
-    adapter."""
+    adapter. Either refuses a keyword argument the scenario does not take in one line."""
     plain = _plain(cfg)
     kwargs = {k: v for k, v in plain.items() if k not in _MPE_OWN_FIELDS}
     if str(plain.get("backend", "mpe2")) != "torch":
-        return _pettingzoo_game(cfg, device, kwargs)
+        _check_mpe2_kwargs(cfg, kwargs)
+        return _pettingzoo_game(cfg, device, kwargs, f"env={cfg.name} (env.backend=mpe2)")
     from dgsolve.games.mpe import make_torch, scenario_name
 
     try:

@@ -196,6 +196,8 @@ class OpenSpielGame(Game):
         # A game's value is its undiscounted sum of rewards (OpenSpiel's returns).
         self.discount = 1.0
         self.episode_steps = None
+        # the longest game the rules allow (decision nodes): evaluation's bound per episode
+        self.max_cycles = self.os_game.max_game_length()
         self.obs_dim = math.prod(self.os_game.information_state_tensor_shape())
         self.num_actions = self.os_game.num_distinct_actions()
         # RewardModel.REWARDS games pay as they go; the others only at the end (their

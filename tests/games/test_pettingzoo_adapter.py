@@ -342,6 +342,23 @@ def test_aec_agent_that_terminated_early_is_not_bootstrapped_when_the_env_trunca
     assert rewards == [(1, 0), (0, 1), (0, 1), (1, 0)]
 
 
+class KeepsTheDead(TakeTurns):
+    """TakeTurns whose finished agents never leave: a step with None does nothing."""
+
+    def _was_dead_step(self, action):
+        pass
+
+
+def test_aec_env_that_keeps_finished_agents_in_env_agents_ends_the_copy():
+    game = PettingZooGame(KeepsTheDead, num_envs=1)
+    ts = game.reset(seed=0)
+    for t in range(1, 4):
+        ts = game.step({a: torch.zeros(1, dtype=torch.long) for a in game.agents})
+        assert flags(ts) == ((False, True) if t == 3 else (False, False))
+    assert ts.final_obs["b"].item() == 3.0
+    assert ts.obs["a"].item() == 0.0 and ts.acting["a"].item()  # the next game has begun
+
+
 def test_rendering_leaves_the_batched_copies_flags_alone():
     game = PettingZooGame(TakeTurns, num_envs=1, can_render=True)
     ts = game.reset(seed=0)
