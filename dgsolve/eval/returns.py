@@ -35,7 +35,8 @@ def _inner(game: Game) -> Game:
 def max_episode_steps(game: Game) -> tuple[int, str]:
     """The most steps one episode of ``game`` may last, and where that bound comes from: its
     ``episode_steps`` (matrix and LQ games), its ``max_cycles`` (torch MPE, the PettingZoo
-    adapter's ``env.max_cycles``, an OpenSpiel game's longest game), else :data:`DEFAULT_MAX_EPISODE_STEPS`."""
+    adapter's ``env.max_cycles``, an OpenSpiel game's longest game), else
+    :data:`DEFAULT_MAX_EPISODE_STEPS`."""
     if game.episode_steps:
         return int(game.episode_steps), "its episode_steps"
     inner = _inner(game)
