@@ -47,6 +47,15 @@ class IncompleteRun(DGSolveError):
     exit_code = 1
 
 
+class OutOfMemory(DGSolveError):
+    """An allocation that failed mid-run (the machine's or the GPU's memory, past the estimate
+    :mod:`dgsolve.memory` checks before the run); the message names the options whose sizes
+    drive the run's memory, and the last complete checkpoint stays valid. Exit status 1: a
+    fault, not a user mistake."""
+
+    exit_code = 1
+
+
 class CapabilityError(DGSolveError):
     """A solver needs something the game does not provide."""
 

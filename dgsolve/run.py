@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dgsolve import lock, tasks
+from dgsolve import lock, memory, tasks
 from dgsolve.errors import ConfigError, Interrupted, RunDirError
 from dgsolve.results.index import record_run
 from dgsolve.rundir import (
@@ -135,7 +135,13 @@ def run(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | tuple[str, 
             if indexed:
                 record_run(path, fallback="running", overrides=list(overrides))
             ctx = tasks.RunContext(cfg, path, device, guard, resumed, changed, list(overrides))
-            return task.execute(ctx)
+            try:
+                return task.execute(ctx)
+            except (MemoryError, RuntimeError) as err:  # torch's OutOfMemoryError among them
+                oom = memory.allocation_failure(err, cfg)
+                if oom is None:
+                    raise
+            raise oom  # outside the handler, so the failed allocation's frames are let go first
         except Interrupted:
             outcome = "interrupted"
             raise

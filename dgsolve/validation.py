@@ -7,7 +7,8 @@ says what is allowed; :data:`FAMILY_RULES` replaces one where an env family give
 a narrower range. A path the composed config does not have (``algo.lr`` under ``algo=exact``,
 ``env.N`` outside ``simple_adversary`` and ``simple_spread``) is skipped. Checks that relate
 several options (payoff tables, LQ matrices, the offers ``quantities`` make, a budget shorter
-than one iteration) stay with the games and solvers that know them.
+than one iteration) stay with the games and solvers that know them. Last, :func:`validate`
+refuses a run whose estimated memory (:mod:`dgsolve.memory`) exceeds the machine's.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from dgsolve import memory
 from dgsolve.errors import ConfigError
 from dgsolve.games.bargain.config import MAX_ROUNDS
 
@@ -49,6 +51,12 @@ def _bound(x: float) -> str:
     return f"{x:g}"
 
 
+def _count(n: int) -> str:
+    """``n`` as a reader takes it in at a glance: ``10^15`` for a large power of ten."""
+    k = len(str(n)) - 1
+    return f"10^{k}" if n >= 10**6 and n == 10**k else str(n)
+
+
 @dataclass(frozen=True)
 class Int(Rule):
     """An integer (not a bool) in ``[min, max]``; either bound may be left open-ended."""
@@ -67,11 +75,11 @@ class Int(Rule):
     def describe(self, plural: bool = False) -> str:
         noun = "integers" if plural else "an integer"
         if self.min is not None and self.max is not None:
-            return f"{noun} from {self.min} to {self.max}"
+            return f"{noun} from {_count(self.min)} to {_count(self.max)}"
         if self.min is not None:
-            return f"{noun} ≥ {self.min}"
+            return f"{noun} ≥ {_count(self.min)}"
         if self.max is not None:
-            return f"{noun} ≤ {self.max}"
+            return f"{noun} ≤ {_count(self.max)}"
         return noun
 
 
@@ -148,6 +156,17 @@ PROBABILITY = Real(low=0, high=1)
 DISCOUNT = Real(low=0, high=1, low_open=True)
 NONNEGATIVE = Real(low=0)
 POSITIVE = Real(low=0, low_open=True)
+#: a budget of environment steps: far past any run (10^15 steps take decades at a million a
+#: second), and 9,000 times inside int64, so step counters never overflow
+STEPS = Int(min=1, max=10**15)
+#: iterations of an iterative solver (CFR, Deep CFR, PSRO): 11 days at a thousand a second
+ITERATIONS = Int(min=1, max=10**9)
+#: games or episodes played to evaluate: ten million pin a mean return down to 0.03% of the
+#: returns' spread; more only runs on
+GAMES = Int(min=1, max=10**7)
+#: game copies stepped together: a billion fits no machine for any game (the memory estimate
+#: refuses far fewer where they do not fit), and keeps per-copy offsets well inside int64
+COPIES = Int(min=1, max=10**9)
 
 #: every numeric option of every schema in :data:`dgsolve.config.SCHEMAS`, in the order they are
 #: checked: env before algo, whose defaults interpolate env values (``num_steps: ${env.rounds}``).
@@ -155,8 +174,8 @@ RULES: dict[str, Rule] = {
     # root
     "seed": Int(min=0, max=2**32 - 1),  # the range every seeded generator (numpy too) accepts
     # env, every family
-    "env.num_envs": COUNT,
-    "env.eval_episodes": COUNT,  # mpe: the final evaluation's episodes
+    "env.num_envs": COPIES,
+    "env.eval_episodes": GAMES,  # mpe: the final evaluation's episodes
     # env: pettingzoo and mpe
     "env.max_cycles": OrNull(COUNT),  # mpe's schema refuses null itself
     "env.N": COUNT,  # simple_adversary: good agents; simple_spread: agents and landmarks
@@ -182,7 +201,7 @@ RULES: dict[str, Rule] = {
     "env.quantities": ListOf(COUNT, min_len=1),
     "env.max_value": COUNT,
     # algo: ppo
-    "algo.total_timesteps": COUNT,
+    "algo.total_timesteps": STEPS,
     "algo.num_steps": COUNT,
     "algo.num_epochs": COUNT,
     "algo.num_minibatches": COUNT,
@@ -202,7 +221,7 @@ RULES: dict[str, Rule] = {
     "algo.commitment_noise": POSITIVE,
     "algo.commitment_noise_final": NONNEGATIVE,  # 0: undisturbed commitments after the start
     # algo: cfr
-    "algo.iterations": COUNT,
+    "algo.iterations": ITERATIONS,
     "algo.iterations_per_step": COUNT,
     # algo: deep_cfr (iterations, lr and hidden_sizes as above)
     "algo.traversals": COUNT,
@@ -212,7 +231,7 @@ RULES: dict[str, Rule] = {
     "algo.batch_size": COUNT,
     "algo.memory_size": COUNT,
     # algo: nfsp (total_timesteps, hidden_sizes and batch_size as above)
-    "algo.steps_per_iteration": COUNT,
+    "algo.steps_per_iteration": STEPS,
     "algo.anticipatory": PROBABILITY,
     "algo.replay_size": COUNT,
     "algo.reservoir_size": COUNT,
@@ -224,8 +243,8 @@ RULES: dict[str, Rule] = {
     "algo.epsilon_end": PROBABILITY,
     # algo: psro (iterations as above)
     "algo.max_policies": COUNT,
-    "algo.sims_per_entry": OrNull(COUNT),  # null: the exact empirical game
-    "algo.br_steps": COUNT,
+    "algo.sims_per_entry": OrNull(GAMES),  # null: the exact empirical game
+    "algo.br_steps": STEPS,
     "algo.ppo.num_steps": COUNT,
     "algo.ppo.num_epochs": COUNT,
     "algo.ppo.num_minibatches": COUNT,
@@ -235,7 +254,7 @@ RULES: dict[str, Rule] = {
     # algo: ex2psro (psro's as above)
     "algo.exploration_top_k": COUNT,
     "algo.imitation_top_fraction": Real(low=0, high=1, low_open=True),
-    "algo.imitation_steps": COUNT,
+    "algo.imitation_steps": STEPS,
     "algo.imitation_epochs": COUNT,
     "algo.imitation_lr": Real(low=0, high=1, low_open=True),
     "algo.kl_coef": NONNEGATIVE,
@@ -245,19 +264,19 @@ RULES: dict[str, Rule] = {
     "algo.snapshot_interval": OrNull(COUNT),  # null: each run's final checkpoint only
     "algo.priority_temperature": POSITIVE,
     "algo.heldout_partners": COUNT,
-    "algo.partner_steps": COUNT,
-    "algo.fcp_steps": COUNT,
-    "algo.eval_games": COUNT,
+    "algo.partner_steps": STEPS,
+    "algo.fcp_steps": STEPS,
+    "algo.eval_games": GAMES,
     # task: train
-    "task.eval_episodes": COUNT,
+    "task.eval_episodes": GAMES,
     "task.eval_every": Int(min=0),  # 0 = at the end only
-    "task.eval_games": COUNT,
+    "task.eval_games": GAMES,
     "task.checkpoint_every": COUNT,
     "task.eq_tolerance": OrNull(NONNEGATIVE),
     # task: crossplay
-    "task.games": COUNT,
+    "task.games": GAMES,
     # task: exploit (eval_games as above)
-    "task.br_timesteps": COUNT,
+    "task.br_timesteps": STEPS,
     # task: search (games as above)
     "task.simulations": ListOf(Int(min=0), min_len=1),  # 0: the raw policy
     "task.c_puct": POSITIVE,
@@ -286,8 +305,9 @@ _ABSENT = object()
 
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` (one line) on the first option in :data:`RULES` order whose
-    value is out of range, has the wrong type or cannot be resolved; options the config does
-    not have are skipped."""
+    value is out of range, has the wrong type or cannot be resolved (options the config does
+    not have are skipped); then where the run's estimated memory exceeds the machine's
+    (:func:`dgsolve.memory.check`)."""
     family = _family(cfg)
     for path in RULES:
         rule = rule_for(path, family)
@@ -296,6 +316,7 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(
                 f"{path}={_show(value)} is not allowed: {path} must be {rule.describe()}"
             )
+    memory.check(cfg)
 
 
 def _family(cfg: DictConfig) -> str | None:

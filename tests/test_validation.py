@@ -20,6 +20,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from dgsolve import memory
 from dgsolve.cli import config_dir
 from dgsolve.config import (
     SCHEMAS,
@@ -41,6 +42,13 @@ from dgsolve.validation import (
     validate,
 )
 from tests.conftest import compose_config
+
+
+@pytest.fixture(autouse=True)
+def workstation(monkeypatch):
+    """A 24 GB machine, so that the memory check (tests/test_memory.py) passes the same
+    everywhere."""
+    monkeypatch.setattr(memory, "machine_memory", lambda: 24 * 10**9)
 
 
 @functools.cache
@@ -71,6 +79,12 @@ def config_error(cfg: DictConfig) -> str:
         (Int(min=1), "an integer ≥ 1", [1, 10**12], [0, -3, True, 1.0, None, "1"]),
         (Int(min=0), "an integer ≥ 0", [0, 5], [-1, False]),
         (Int(min=1, max=16), "an integer from 1 to 16", [1, 16], [0, 17]),
+        (
+            Int(min=1, max=10**15),
+            "an integer from 1 to 10^15",
+            [1, 10**15],
+            [0, 10**15 + 1, 99999999999999999999],
+        ),
         (
             Real(low=0, high=1, low_open=True),
             "a finite number in (0, 1]",
@@ -186,7 +200,11 @@ MEASURED = [
     ("algo.hidden_sizes=[0]", "algo.hidden_sizes=[0]"),
     ("algo.lr=1e6", "algo.lr=1000000.0"),
     ("task.eval_episodes=0", "task.eval_episodes=0"),
+    # issue 25: accepted, then ran without end
+    ("algo.total_timesteps=99999999999999999999", "algo.total_timesteps=99999999999999999999"),
+    ("task.eval_episodes=1000000000000", "task.eval_episodes=1000000000000"),
 ]
+E15, E9, E7 = "1000000000000001", "1000000001", "10000001"  # one past each upper bound
 
 #: (group options, bad value, what the message starts with); at least one per rule
 BAD = [(("env=simple_adversary",), value, shown) for value, shown in MEASURED] + [
@@ -228,6 +246,26 @@ BAD = [(("env=simple_adversary",), value, shown) for value, shown in MEASURED] +
     (BARGAIN, "env.rounds=17", "env.rounds=17"),  # bargain: at most MAX_ROUNDS
     (BARGAIN, "env.discount=0", "env.discount=0.0"),
     (BARGAIN, "env.discount=1.5", "env.discount=1.5"),
+    # upper bounds: budgets that would run without end, copies no machine holds
+    (MATRIX, f"env.num_envs={E9}", f"env.num_envs={E9}"),
+    (SPREAD, f"env.eval_episodes={E7}", f"env.eval_episodes={E7}"),
+    ((), f"algo.total_timesteps={E15}", f"algo.total_timesteps={E15}"),
+    (("algo=cfr",), f"algo.iterations={E9}", f"algo.iterations={E9}"),
+    (("algo=deep_cfr",), f"algo.iterations={E9}", f"algo.iterations={E9}"),
+    (("algo=nfsp",), f"algo.total_timesteps={E15}", f"algo.total_timesteps={E15}"),
+    (("algo=nfsp",), f"algo.steps_per_iteration={E15}", f"algo.steps_per_iteration={E15}"),
+    (("algo=psro",), f"algo.sims_per_entry={E7}", f"algo.sims_per_entry={E7}"),
+    (("algo=psro",), f"algo.br_steps={E15}", f"algo.br_steps={E15}"),
+    (("algo=ex2psro",), f"algo.imitation_steps={E15}", f"algo.imitation_steps={E15}"),
+    (("algo=fcp",), f"algo.partner_steps={E15}", f"algo.partner_steps={E15}"),
+    (("algo=fcp",), f"algo.fcp_steps={E15}", f"algo.fcp_steps={E15}"),
+    (("algo=fcp",), f"algo.eval_games={E7}", f"algo.eval_games={E7}"),
+    ((), f"task.eval_episodes={E7}", f"task.eval_episodes={E7}"),
+    ((), f"task.eval_games={E7}", f"task.eval_games={E7}"),
+    (("task=crossplay",), f"task.games={E7}", f"task.games={E7}"),
+    (("task=exploit",), f"task.br_timesteps={E15}", f"task.br_timesteps={E15}"),
+    (("task=exploit",), f"task.eval_games={E7}", f"task.eval_games={E7}"),
+    (("task=search",), f"task.games={E7}", f"task.games={E7}"),
     # algo
     ((), "algo.total_timesteps=0", "algo.total_timesteps=0"),
     ((), "algo.num_epochs=0", "algo.num_epochs=0"),
