@@ -8,6 +8,11 @@ one). A signal before the run has started (while Python imports or Hydra compose
 command with one line and status 130 (SIGINT) or 143 (SIGTERM); from the run's first step on,
 :class:`dgsolve.run.SignalGuard` handles it.
 
+In a sweep (``-m``) a job that fails, by a user mistake or a fault, does not end the sweep: it
+prints its one line naming the job and the next job runs; the sweep then ends with one line
+naming every failed job and a non-zero status (:mod:`dgsolve.launchers`). A single run's fault
+keeps Python's traceback (status 1).
+
 ``dgsolve --help`` renders ``hydra.help`` (``conf/config.yaml``) here rather than in Hydra, which
 lists the config groups by deep-copying its whole config repository some ninety times (seconds);
 here the groups are the folders of ``conf/``. With ``--config-dir`` or ``--config-path`` Hydra
@@ -19,11 +24,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import math
 import os
 import signal
 import string
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import hydra
@@ -38,7 +44,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from dgsolve.config import register_configs
-from dgsolve.errors import DGSolveError, Interrupted
+from dgsolve.errors import ConfigError, DGSolveError, Interrupted
 
 #: what Hydra raises for a config it cannot compose: the user's to fix, so one line and status 2
 COMPOSITION_ERRORS = (ConfigCompositionException, OverrideParseException, SearchPathException)
@@ -63,21 +69,37 @@ def _interrupted_early(signum, _frame) -> None:
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """One run (one job of a sweep); returns ``task.objective`` for sweepers such as Optuna."""
-    from dgsolve.launchers import apply_job_threads
-    from dgsolve.results.objective import objective_value
+    from dgsolve.launchers import SweepJob, apply_job_threads
+    from dgsolve.lock import door_check
+    from dgsolve.results.objective import objective_path, objective_value
     from dgsolve.run import run
 
     hydra_cfg = HydraConfig.get()
+    job = SweepJob.current(hydra_cfg)  # None: a single run
     try:
+        if job is not None and not cfg.get("resume"):
+            door_check(cfg)  # where a sweeper picks values as it goes, this is their door
         apply_job_threads(cfg, hydra_cfg)  # a parallel sweep's job: its share of the cores
         summary = run(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task))
-        return objective_value(cfg, summary)
+        value = objective_value(cfg, summary)
     except DGSolveError as err:
+        if job is not None:
+            return job.failed(err)
         print(f"dgsolve: error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
     except Interrupted as stop:  # before the run installed its own guard: nothing was written
         print("dgsolve: interrupted before the run started; nothing was trained", file=sys.stderr)
         sys.exit(128 + stop.signum)
+    except Exception as err:
+        if job is None:
+            raise  # a single run's fault: Python's traceback, status 1
+        return job.failed(err)
+    if job is not None and not job.basic and value is not None and math.isnan(value):
+        # Optuna (before 3.0) stops the study on a NaN; a failed trial lets it go on
+        path = objective_path(cfg)
+        missing = ConfigError(f"task.objective={path} is not a number in its summary.json")
+        return job.failed(missing)
+    return value
 
 
 def entry() -> None:
@@ -111,8 +133,19 @@ def _compose_and_run() -> None:
     except COMPOSITION_ERRORS as err:
         if full_error == "1":
             raise
-        print(f"dgsolve: error: {composition_error(err)}", file=sys.stderr)
+        line = _refused_on_resume(err, args.overrides) or composition_error(err)
+        print(f"dgsolve: error: {line}", file=sys.stderr)
         sys.exit(2)
+    except Exception as err:  # a sweeper that stopped (Optuna: no trial completed)
+        from dgsolve.launchers import end_sweep
+
+        outcome = None if full_error == "1" else end_sweep()
+        if outcome is None:
+            raise
+        text = str(err).strip().splitlines()
+        stopped = f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+        print(f"dgsolve: error: the sweeper stopped ({stopped}); {outcome[0]}", file=sys.stderr)
+        sys.exit(outcome[1])
     finally:
         if full_error is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
@@ -173,6 +206,29 @@ def composition_error(err: Exception) -> str:
     return text + origin
 
 
+def _refused_on_resume(err: Exception, overrides: list[str]) -> str | None:
+    """With ``resume=`` on the command line, the line for an unknown key or option that is not
+    one a resume may change: the command line composed the default config, not the resumed
+    run's, so "unknown" would mislead. None where ``resume=`` is absent or the key is safe."""
+    given = {o.lstrip("+~").split("=", 1)[0]: o for o in overrides}
+    if given.get("resume", "resume=null").split("=", 1)[1] in ("", "null"):
+        return None
+    cause, key = err.__cause__, None
+    if isinstance(err, MissingConfigException) and err.options and err.missing_cfg_file:
+        key = err.missing_cfg_file.rpartition("/")[0]
+    elif isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key:
+        key = str(cause.full_key)
+    from dgsolve.run import SAFE_ON_RESUME
+
+    if key is None or key in SAFE_ON_RESUME or key.startswith("hydra"):
+        return None
+    return (
+        f"'{given.get(key, key)}' cannot be given with resume={_did_you_mean(key, SAFE_ON_RESUME)}"
+        f": a resumed run keeps its own config, and only these options may be given: "
+        f"{', '.join(SAFE_ON_RESUME)}"
+    )
+
+
 def _unknown_key(message: str, cause: OmegaConfBaseException) -> str:
     full_key = str(cause.full_key)
     parent, _, key = full_key.rpartition(".")
@@ -191,7 +247,7 @@ def _unknown_key(message: str, cause: OmegaConfBaseException) -> str:
     return line
 
 
-def _did_you_mean(option: str, options: list[str]) -> str:
+def _did_you_mean(option: str, options: Sequence[str]) -> str:
     close = difflib.get_close_matches(option, options, n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 

@@ -6,11 +6,15 @@ with one line instead of mixing its files into the live run's. Hydra writes ``.h
 output directory before the task function starts, so :class:`RunDirCallback` (registered in
 ``conf/config.yaml`` under ``hydra.callbacks``) takes the lock, and checks that the directory can be
 written and does not already hold a run, in ``on_run_start``: before Hydra touches the directory.
-It also validates every option first, so a run refused at the door leaves no directory behind.
-A sweep (``-m``) is refused the same way in ``on_multirun_start``: every job of Hydra's basic
-sweeper is composed and validated before the sweep directory or any job directory exists (other
-sweepers choose their values as they go; :func:`dgsolve.run.run` validates their jobs).
-The lock is re-entrant within one process (the callback and :func:`dgsolve.run.run` both take it).
+It also runs the checks of :func:`door_check` first (every option's range, a training budget below
+one iteration), so a run refused at the door leaves no directory behind. A sweep (``-m``) is
+refused the same way in ``on_multirun_start``: every job of Hydra's basic sweeper, whichever
+launcher runs it, is composed and checked before the sweep directory or any job directory exists
+(the sweeper, not the launcher, decides the job list). Other sweepers choose their values as
+they go: each of their jobs is checked as it starts (:mod:`dgsolve.cli`), and one refused leaves
+no directory. ``on_multirun_end`` ends the command with one line naming the sweep's failed jobs
+(:func:`dgsolve.launchers.sweep_outcome`). The lock is re-entrant within one process (the
+callback and :func:`dgsolve.run.run` both take it).
 """
 
 from __future__ import annotations
@@ -24,18 +28,27 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
+from dgsolve import launchers
 from dgsolve.errors import DGSolveError, OutputError, RunDirError
 
 LOCK_NAME = ".dgsolve.lock"
-
-#: the sweeper whose jobs are all known when the sweep starts
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 #: files whose presence means a directory already holds a dgsolve run (Hydra's own ``.hydra/``
 #: alone does not: a run refused at validation leaves only that)
 RUN_MARKERS = ("summary.json", "history.json", "checkpoints/last.pt", "crossplay.json")
 
 _held: dict[Path, tuple[int, int]] = {}  # directory -> (fd, depth)
+
+
+def door_check(cfg) -> None:
+    """Refuse, from its composed config alone, a run that would refuse itself once started:
+    every option's range (:func:`dgsolve.validation.validate`) and a training budget below one
+    iteration (:func:`dgsolve.solvers.check_budget`). Raises the run's one-line error."""
+    from dgsolve.solvers import check_budget
+    from dgsolve.validation import validate
+
+    validate(cfg)
+    check_budget(cfg)
 
 
 def prepare_dir(path: Path | str) -> Path:
@@ -47,13 +60,27 @@ def prepare_dir(path: Path | str) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        reason = err.strerror or type(err).__name__
+        reason, fix = err.strerror or type(err).__name__, ""
         if isinstance(err, (NotADirectoryError, FileExistsError)) or err.errno == errno.ENOTDIR:
             reason = "a path component is a file, not a directory"
+        link = _dangling_link(path)
+        if link is not None:
+            target = link.parent / os.readlink(link)
+            which = "it" if link == path else f"'{link}'"
+            reason = f"{which} is a symbolic link to a missing path, '{target}'"
+            fix = f"create '{target}' or "
         raise OutputError(
-            f"cannot write the run directory '{path}': {reason}; choose another hydra.run.dir"
+            f"cannot write the run directory '{path}': {reason}; {fix}choose another hydra.run.dir"
         ) from None
     return path
+
+
+def _dangling_link(path: Path) -> Path | None:
+    """``path`` or the first of its parents that is a symbolic link to a missing path."""
+    for candidate in (path, *path.parents):
+        if candidate.is_symlink() and not candidate.exists():
+            return candidate
+    return None
 
 
 def holds_run(path: Path) -> str | None:
@@ -133,12 +160,10 @@ class RunDirCallback(Callback):
         from hydra.core.hydra_config import HydraConfig
         from omegaconf import read_write
 
-        from dgsolve.validation import validate
-
         HydraConfig.instance().set_config(config)
         try:
             if not config.get("resume"):
-                validate(config)  # a run refused at the door leaves no directory behind
+                door_check(config)  # a run refused at the door leaves no directory behind
             path = prepare_dir(str(config.hydra.run.dir))
             if not config.get("resume"):
                 marker = holds_run(path)
@@ -155,16 +180,35 @@ class RunDirCallback(Callback):
             config.hydra.run.dir = str(path)
 
     def on_multirun_start(self, config, **kwargs) -> None:
-        """Validate every job of a basic sweep before Hydra creates a directory for any."""
-        if OmegaConf.select(config, "hydra.sweeper._target_") != BASIC_SWEEPER:
-            return
+        """Check every job of a basic sweep before Hydra creates a directory for any; let an
+        optimising sweeper go on past a failed trial; forget an earlier sweep's failures."""
+        jobs = None
+        if OmegaConf.select(config, "hydra.sweeper._target_") == launchers.BASIC_SWEEPER:
+            jobs = self._check_jobs(config)
+        else:
+            launchers.tolerate_failed_trials(config)
+        overrides = [str(o) for o in config.hydra.overrides.task]
+        launchers.begin_sweep(str(config.hydra.sweep.dir), overrides, jobs)
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        """End the command with one line naming the failed jobs, if any job failed."""
+        outcome = launchers.end_sweep()
+        if outcome is not None:
+            line, code = outcome
+            print(f"dgsolve: error: {line}", file=sys.stderr)
+            sys.exit(code)  # a SystemExit passes through Hydra's callback guard
+
+    @staticmethod
+    def _check_jobs(config) -> int:
+        """Compose and :func:`door_check` every job of a basic sweep, and refuse a job whose
+        directory already holds a run; returns the number of jobs."""
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
         from hydra.core.global_hydra import GlobalHydra
         from hydra.core.hydra_config import HydraConfig
         from hydra.core.override_parser.overrides_parser import OverridesParser
+        from omegaconf import open_dict
 
         from dgsolve.cli import COMPOSITION_ERRORS, composition_error
-        from dgsolve.validation import validate
 
         loader = GlobalHydra.instance().config_loader()
         params = config.hydra.sweeper.params or {}
@@ -176,8 +220,17 @@ class RunDirCallback(Callback):
                 job_config = loader.load_sweep_config(config, list(job))
                 if job_config.get("resume"):
                     continue  # the resumed run's own config is checked when the job starts
+                with open_dict(job_config):  # as the basic launcher numbers it
+                    job_config.hydra.job.num = num
+                    job_config.hydra.job.id = f"job_id_for_{num}"
                 HydraConfig.instance().set_config(job_config)
-                validate(job_config)
+                door_check(job_config)
+                marker, path = _job_dir_holds_run(job_config)
+                if marker is not None:
+                    raise RunDirError(
+                        f"the job's directory '{path}' already holds a run ({marker}); choose "
+                        "another hydra.sweep.dir"
+                    )
             except (DGSolveError, *COMPOSITION_ERRORS) as err:
                 # Hydra turns a callback's exception into a warning and goes on: exit here
                 reason = composition_error(err) if isinstance(err, COMPOSITION_ERRORS) else err
@@ -188,8 +241,22 @@ class RunDirCallback(Callback):
                 )
                 sys.exit(getattr(err, "exit_code", 2))
         HydraConfig.instance().set_config(config)
+        return len(jobs)
 
     def on_run_end(self, config, **kwargs) -> None:
         if self._dir is not None:
             release(self._dir)
             self._dir = None
+
+
+def _job_dir_holds_run(job_config) -> tuple[str | None, Path | None]:
+    """The marker of a run already in a sweep job's directory (a sweep into a directory used
+    before), and the directory; ``(None, None)`` where it holds none or cannot be named here."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        sweep = job_config.hydra.sweep
+        path = Path(str(sweep.dir), str(sweep.subdir)).absolute()
+    except OmegaConfBaseException:  # a subdir naming what only the launcher sets
+        return None, None
+    return holds_run(path), path

@@ -25,7 +25,6 @@ from dgsolve.rundir import (
     load_run_config,
     save_run_config,
 )
-from dgsolve.validation import validate
 
 __all__ = [
     "run",
@@ -115,7 +114,7 @@ def run(cfg: DictConfig, run_dir: Path | str, overrides: list[str] | tuple[str, 
         if cfg.get("resume"):
             run_dir, cfg, changed = resume_target(cfg, overrides)
             resumed = True
-        validate(cfg)
+        lock.door_check(cfg)
         task = tasks.get(str(cfg.task.name))
         if resumed and not getattr(task, "RESUMABLE", False):
             raise RunDirError(f"task={cfg.task.name} runs cannot be resumed; start a new one")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from dgsolve.artifacts import atomic_write_bytes, file_mode
+from dgsolve.errors import ConfigError
+from dgsolve.lock import door_check
 from tests.conftest import TINY
 
 
@@ -63,6 +66,16 @@ def test_main_command_writes_a_complete_run_directory(tmp_path):
         ),
         (["env=pettingzoo", "env.factory=no_such_pkg.envs:make"], "cannot import module"),
         (["resume=/nonexistent/run"], "not a dgsolve run directory"),
+        # the command line composes the default env, not the resumed run's: no "unknown option"
+        (
+            ["resume=/nonexistent/run", "env.game=chicken"],
+            "'env.game=chicken' cannot be given with resume=: a resumed run keeps its own "
+            "config, and only these options may be given: task.eval_episodes, ",
+        ),
+        (
+            ["resume=/nonexistent/run", "task.eval_episodez=3"],
+            "cannot be given with resume= (did you mean 'task.eval_episodes'?)",
+        ),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(tmp_path, args, needle):
@@ -71,6 +84,54 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, args, needle):
     assert "Traceback" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], proc.stderr
+
+
+def test_a_budget_below_one_iteration_is_refused_before_the_run_directory_exists(tmp_path):
+    out = tmp_path / "run"
+    # env.num_envs=2 x algo.num_steps=16 = 32 steps an iteration
+    proc = dgsolve(
+        "algo=nash_ppo",
+        "env=matrix",
+        *TINY,
+        "algo.total_timesteps=16",
+        f"hydra.run.dir={out}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines == [
+        "dgsolve: error: algo.total_timesteps=16 is less than one iteration (env.num_envs x "
+        "algo.num_steps = 32); use at least 32"
+    ]
+    assert list(tmp_path.iterdir()) == []  # no run directory, so no index row either
+
+
+@pytest.mark.parametrize(
+    "algo,short,needle",
+    [
+        (["algo=nash_ppo"], "algo.total_timesteps=16", "algo.total_timesteps=16 is less than one"),
+        (["algo=psro", "algo.oracle=ppo"], "algo.br_steps=8", "algo.br_steps=8 is less than one"),
+        (["algo=fcp"], "algo.fcp_steps=8", "algo.fcp_steps=8 is less than one PPO iteration"),
+    ],
+)
+def test_the_door_refuses_every_ppo_budget_below_one_iteration(make_cfg, algo, short, needle):
+    # matrix games: 256 copies x 1 step = 256 steps an iteration
+    door_check(make_cfg([*algo, "env=matrix"]))  # the tuned budgets pass
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        door_check(make_cfg([*algo, "env=matrix", short]))
+
+
+def test_a_run_directory_that_is_a_dangling_link_is_named_with_its_target(tmp_path):
+    link, target = tmp_path / "latest", tmp_path / "gone" / "run"
+    link.symlink_to(target)
+    for run_dir in (link, link / "sub"):
+        proc = dgsolve("algo=exact", "env=matrix", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+        assert proc.returncode == 2
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"is a symbolic link to a missing path, '{target}'" in lines[0]
+        assert f"create '{target}' or choose another hydra.run.dir" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest"]  # nothing created
 
 
 def test_sigterm_checkpoints_and_resume_finishes_the_budget(tmp_path):

@@ -91,6 +91,30 @@ SOLVERS: dict[str, Callable] = {
 }
 
 
+#: solver -> the ``algo`` keys that are budgets of PPO learners (PSRO's PPO oracle, Ex²PSRO, FCP)
+PPO_BUDGETS = {
+    "psro": ("br_steps",),
+    "ex2psro": ("br_steps",),
+    "fcp": ("partner_steps", "fcp_steps"),
+}
+
+
+def check_budget(cfg) -> None:
+    """Refuse a training budget below one PPO iteration from the composed run config alone, as
+    the solver would when built, so that the CLI refuses it before the run directory exists."""
+    from dgsolve.solvers.ppo import iterations_in_budget, response_learner
+
+    if str(cfg.task.name) != "train":
+        return
+    algo, num_envs = cfg.algo, int(cfg.env.num_envs)
+    if algo.solver == "ppo":
+        iterations_in_budget(int(algo.total_timesteps), int(algo.num_steps), num_envs)
+    elif algo.solver == "psro" and getattr(algo.oracle, "value", algo.oracle) != "ppo":
+        return  # the exact oracle steps no game
+    for key in PPO_BUDGETS.get(algo.solver, ()):
+        response_learner(algo, key, num_envs)
+
+
 def make(algo_cfg, game: Game, hierarchy: Hierarchy, device: torch.device, seed: int):
     """Build the solver that ``algo_cfg.solver`` names."""
     name = algo_cfg.solver

@@ -179,10 +179,12 @@ class PPOSolver:
         self.joint = JointPolicy(dict(self.policy_of), hierarchy, self.specs)
         self.gamma = resolve_gamma(cfg, game)
         self.batch_steps = cfg.num_steps * game.num_envs
-        self.num_iterations = self._iterations_in_budget()
+        self.num_iterations = iterations_in_budget(
+            cfg.total_timesteps, cfg.num_steps, game.num_envs
+        )
         # follower restarts cut the budget into rounds; the leaders learn in all but the last
-        # (run configs written before the option have no follower_restarts)
-        self.restarts = 0 if hierarchy.is_simultaneous else int(cfg.get("follower_restarts", 0))
+        # (run configs written before the option get its default from the schema: rundir)
+        self.restarts = 0 if hierarchy.is_simultaneous else int(cfg.follower_restarts)
         self.round_bounds = self._rounds(self.restarts)
         if self.restarts and not self._leaders_ever_learn():
             needed = self._iterations_for_restarts() * self.batch_steps
@@ -220,15 +222,6 @@ class PPOSolver:
         #: learner name -> a KL penalty toward a frozen reference policy (:class:`KLAnchor`;
         #: Ex²PSRO's regularised best responses), added to that learner's loss
         self.anchors: dict[str, KLAnchor] = {}
-
-    def _iterations_in_budget(self) -> int:
-        cfg, batch = self.cfg, self.batch_steps
-        if cfg.total_timesteps < batch:
-            raise ConfigError(
-                f"algo.total_timesteps={cfg.total_timesteps} is less than one iteration "
-                f"(env.num_envs x algo.num_steps = {batch}); use at least {batch}"
-            )
-        return math.ceil(cfg.total_timesteps / batch)
 
     def _leader_warmup(self, round_index: int) -> int:
         """Iterations at the start of a round before the leaders learn."""
@@ -932,6 +925,19 @@ class PPOSolver:
             logp, _ = self.learner_of[f].net.log_prob_entropy(x, d["actions"], d["legal"])
             total = total + torch.where(d["acting"], logp, 0.0)
         return total
+
+
+def iterations_in_budget(total_timesteps: int, num_steps: int, num_envs: int) -> int:
+    """PPO iterations in ``total_timesteps`` environment steps; a budget below one iteration
+    (``env.num_envs × algo.num_steps``) is refused in one line. It reads the config alone, so
+    :func:`dgsolve.solvers.check_budget` refuses the run before its directory exists."""
+    batch = int(num_steps) * int(num_envs)
+    if total_timesteps < batch:
+        raise ConfigError(
+            f"algo.total_timesteps={total_timesteps} is less than one iteration "
+            f"(env.num_envs x algo.num_steps = {batch}); use at least {batch}"
+        )
+    return math.ceil(total_timesteps / batch)
 
 
 def response_learner(algo_cfg, key: str, num_envs: int):
