@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -98,7 +99,7 @@ def acquire(path: Path | str) -> Path:
         fd, depth = _held[path]
         _held[path] = (fd, depth + 1)
         return path
-    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock(path, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -120,16 +121,43 @@ def is_held(path: Path | str) -> bool:
     if path in _held:
         return True
     try:
-        fd = os.open(path / LOCK_NAME, os.O_RDONLY)
-    except OSError:
+        fd = _open_lock(path, os.O_RDONLY)
+    except FileNotFoundError:
         return False  # never locked
+    except RunDirError:
+        return False  # not a lock file a run could hold (a FIFO, a link)
+    except OSError:
+        return True  # cannot be probed: a live run is never called dead
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
+    except OSError:
+        return True  # e.g. EBADF for an exclusive probe on NFS: as above
     finally:
         os.close(fd)  # closing drops a probe lock this call took
     return False
+
+
+def _open_lock(path: Path, flags: int) -> int:
+    """Open ``path``'s lock file without blocking on, or following, what a hostile directory may
+    hold there (a FIFO, a symbolic link); anything but a regular file is one line."""
+    try:
+        fd = os.open(path / LOCK_NAME, flags | os.O_NONBLOCK | os.O_NOFOLLOW, 0o644)
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        raise RunDirError(
+            f"'{path / LOCK_NAME}' is a symbolic link; it is not a lock dgsolve wrote (remove "
+            "it, or choose another directory)"
+        ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RunDirError(
+            f"'{path / LOCK_NAME}' is not a regular file; it is not a lock dgsolve wrote "
+            "(remove it, or choose another directory)"
+        )
+    return fd
 
 
 def release(path: Path | str) -> None:

@@ -356,3 +356,20 @@ def test_every_call_that_could_run_data_is_reviewed():
                     assert weights and ast.unparse(weights[0].value) == "True", path
     unreviewed = found - set(REVIEWED)
     assert not unreviewed, f"review these against untrusted input, then list them: {unreviewed}"
+
+
+def test_a_fifo_or_link_as_the_lock_file_is_one_line_and_never_blocks(trained, make_cfg, tmp_path):
+    from dgsolve import lock
+
+    lock_path = trained / lock.LOCK_NAME
+    lock_path.unlink(missing_ok=True)
+    os.mkfifo(lock_path)
+    assert lock.is_held(trained) is False
+    args = [f"resume={trained}"]
+    with pytest.raises(RunDirError, match="is not a regular file"):
+        run(make_cfg(args), tmp_path / "x", overrides=args)
+    lock_path.unlink()
+    lock_path.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(RunDirError, match="is a symbolic link"):  # never followed
+        run(make_cfg(args), tmp_path / "x", overrides=args)
+    assert not (tmp_path / "elsewhere").exists()

@@ -24,8 +24,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from dgsolve import lock
 from dgsolve.errors import DGSolveError, RunDirError
-from dgsolve.results.record import KILLED, RUNNING, is_run_dir, lock_held, read_run
+from dgsolve.results.record import KILLED, RUNNING, is_run_dir, read_run
 
 SCHEMA_VERSION = 1
 COLUMNS = (
@@ -235,7 +236,7 @@ class ResultsIndex:
         try:
             rows = conn.execute(sql + " ORDER BY started_at, run_dir", args).fetchall()
             out = [_record(r) for r in rows]
-            dead = [r for r in out if r["status"] == RUNNING and not lock_held(r["run_dir"])]
+            dead = [r for r in out if r["status"] == RUNNING and not lock.is_held(r["run_dir"])]
             if dead:
                 _store_killed(conn, dead)
                 for r in dead:

@@ -18,7 +18,6 @@ import hashlib
 import json
 import math
 import os
-import stat
 from pathlib import Path
 from typing import Any
 
@@ -94,23 +93,6 @@ def _check_depth(data: Any, path: Path) -> None:
             if depth > MAX_DEPTH:
                 raise RunDirError(f"{path} is nested more than {MAX_DEPTH} levels deep")
             stack.extend((child, depth + 1) for child in node)
-
-
-def lock_held(run_dir: Path | str) -> bool:
-    """Whether a live process holds the lock of ``run_dir`` (:func:`dgsolve.lock.is_held`). A
-    lock path that is not a regular file (a FIFO would block the probe's open) is never held;
-    a lock that cannot be probed counts as held, so a live run is never called dead."""
-    path = Path(run_dir) / lock.LOCK_NAME
-    try:
-        mode = os.lstat(path).st_mode
-    except OSError:
-        return False  # never locked
-    if not stat.S_ISREG(mode):
-        return False
-    try:
-        return lock.is_held(run_dir)
-    except OSError:
-        return True
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -230,7 +212,7 @@ def read_run(
     task = _section(config, "task").get("name") or summary.get("task") or "train"
     status = summary.get("status")
     if status not in FINAL_STATUSES:
-        status = fallback or (RUNNING if lock_held(root) else KILLED)
+        status = fallback or (RUNNING if lock.is_held(root) else KILLED)
     return {
         "run_dir": str(root),
         "name": root.name,
