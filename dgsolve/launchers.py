@@ -217,12 +217,13 @@ def end_sweep() -> tuple[str, int] | None:
 def tolerate_failed_trials(config) -> None:
     """Let an optimising sweeper (Optuna's ``max_failure_rate``, 0 by default: the first
     failed trial ends the study) go on past failed trials, unless the command line sets it."""
-    from omegaconf import open_dict, read_write
+    from omegaconf import OmegaConf, open_dict, read_write
 
     sweeper = config.hydra.sweeper
     if "max_failure_rate" not in sweeper:
         return
-    named = [str(o).lstrip("+~").split("=", 1)[0] for o in config.hydra.overrides.hydra]
+    given = OmegaConf.to_container(config.hydra.overrides.hydra, resolve=False)  # as typed
+    named = [str(o).lstrip("+~").split("=", 1)[0] for o in given]
     if "hydra.sweeper.max_failure_rate" in named:
         return
     with read_write(sweeper), open_dict(sweeper):

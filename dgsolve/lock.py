@@ -43,13 +43,18 @@ _held: dict[Path, tuple[int, int]] = {}  # directory -> (fd, depth)
 
 def door_check(cfg) -> None:
     """Refuse, from its composed config alone, a run that would refuse itself once started:
-    every option's range (:func:`dgsolve.validation.validate`) and a training budget below one
-    iteration (:func:`dgsolve.solvers.check_budget`). Raises the run's one-line error."""
+    every option's range (:func:`dgsolve.validation.validate`), a game that could not be built
+    from its config (:func:`dgsolve.games.check_config`), a training budget below one iteration
+    (:func:`dgsolve.solvers.check_budget`) and a device that is not there. Raises the run's
+    one-line error."""
+    from dgsolve.games import check_config
     from dgsolve.solvers import check_budget
-    from dgsolve.validation import validate
+    from dgsolve.validation import check_device, validate
 
     validate(cfg)
+    check_config(cfg.env)
     check_budget(cfg)
+    check_device(cfg.hardware)
 
 
 def prepare_dir(path: Path | str) -> Path:
@@ -79,8 +84,11 @@ def prepare_dir(path: Path | str) -> Path:
 def _dangling_link(path: Path) -> Path | None:
     """``path`` or the first of its parents that is a symbolic link to a missing path."""
     for candidate in (path, *path.parents):
-        if candidate.is_symlink() and not candidate.exists():
-            return candidate
+        try:
+            if candidate.is_symlink() and not candidate.exists():
+                return candidate
+        except OSError:  # a name too long, a loop: not a dangling link
+            continue
     return None
 
 

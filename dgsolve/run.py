@@ -25,6 +25,7 @@ from dgsolve.rundir import (
     load_run_config,
     save_run_config,
 )
+from dgsolve.validation import check_device
 
 __all__ = [
     "run",
@@ -38,11 +39,7 @@ __all__ = [
 
 def resolve_device(hardware) -> torch.device:
     """``auto`` picks CUDA when available; ``cuda`` without a GPU is a user error."""
-    name = getattr(hardware.device, "value", hardware.device)
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("hardware=cuda but no CUDA device is visible; use hardware=cpu or auto")
+    name = check_device(hardware)
     if hardware.threads and hardware.threads > 0:
         torch.set_num_threads(int(hardware.threads))
     return torch.device(name)

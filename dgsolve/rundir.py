@@ -274,6 +274,24 @@ def load_checkpoint(path: Path, identity: dict) -> dict:
     return state
 
 
+def check_finite(state: Any, path: Path, what: str) -> None:
+    """Refuse a file whose floating-point tensors hold NaN or infinity (a trained policy never
+    does; playing one would fail deep in sampling), naming the first such entry."""
+    stack: list[tuple[str, Any]] = [("", state)]
+    while stack:
+        key, value = stack.pop()
+        if isinstance(value, dict):
+            stack += [(f"{key}.{k}" if key else str(k), v) for k, v in value.items()]
+        elif isinstance(value, (list, tuple)):
+            stack += [(f"{key}.{i}", v) for i, v in enumerate(value)]
+        elif torch.is_tensor(value) and value.is_floating_point():
+            if not bool(torch.isfinite(value).all()):
+                raise RunDirError(
+                    f"{path}: the {what} holds non-finite values (NaN or infinity) in '{key}'; "
+                    "it is damaged, or was saved from a diverged run"
+                )
+
+
 def restore(load, state: Any, path: Path) -> None:
     """``load(state)`` (a ``load_state_dict``), where a mismatch (shapes, keys) becomes one line
     naming ``path``."""
@@ -308,6 +326,7 @@ def load_policies(
         hierarchy = Hierarchy.for_game(cfg.hierarchy, game)
         solver = solvers.make(cfg.algo, game, hierarchy, device, cfg.seed)
         state = load_tensors(policy_path, "policy", map_location=device)
+        check_finite(state, policy_path, "policy")
         restore(solver.load_policy_state, state, policy_path)
     finally:
         game.close()

@@ -74,8 +74,9 @@ def load_yaml(path: Path | str) -> Any:
 
     path = Path(path)
     text = read_bounded(path).decode("utf-8", errors="replace")
-    loader = get_yaml_loader()(text)
+    loader = None
     try:
+        loader = get_yaml_loader()(text)  # it already refuses unprintable characters
         node = loader.get_single_node()
         if node is None:
             return None
@@ -93,7 +94,8 @@ def load_yaml(path: Path | str) -> Any:
     except Exception as err:  # yaml errors have many types; all mean a damaged file
         raise RunDirError(f"{path} is not a readable config ({_first_line(err)})") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def load_config(path: Path | str) -> DictConfig:

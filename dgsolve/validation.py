@@ -319,6 +319,19 @@ def validate(cfg: DictConfig) -> None:
     memory.check(cfg)
 
 
+def check_device(hardware) -> str:
+    """The device ``hardware.device`` names (``auto``: CUDA where available); ``cuda`` on a
+    machine without a visible GPU is a user error, refused in one line."""
+    import torch
+
+    name = str(getattr(hardware.device, "value", hardware.device))
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("hardware=cuda but no CUDA device is visible; use hardware=cpu or auto")
+    return name
+
+
 def _family(cfg: DictConfig) -> str | None:
     """``env.family`` where it is a plain string, else ``None`` (the rules of every family)."""
     try:

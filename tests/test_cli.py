@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from dgsolve.artifacts import atomic_write_bytes, file_mode
 from dgsolve.errors import ConfigError
@@ -119,6 +120,35 @@ def test_the_door_refuses_every_ppo_budget_below_one_iteration(make_cfg, algo, s
     door_check(make_cfg([*algo, "env=matrix"]))  # the tuned budgets pass
     with pytest.raises(ConfigError, match=re.escape(needle)):
         door_check(make_cfg([*algo, "env=matrix", short]))
+
+
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        (["env=matrix", "env.game=nope"], "env.game='nope' is not a known matrix game"),
+        (["env=matrix", "env.payoffs=[[[1,2]],[[1,2],[3,4]]]"], "env.payoffs must be m rows"),
+        (["env=lq", "env.R.p1.p1=[[-1.0]]"], "env.R.p1.p1 must be positive definite"),
+        (["env=bargain", "env.leader=p3"], "env.leader='p3'; use null, 'p1' or 'p2'"),
+        (["env=matrix", "hardware=cuda"], "hardware=cuda but no CUDA device is visible"),
+    ],
+)
+def test_the_door_refuses_a_game_or_device_that_cannot_be_had(make_cfg, overrides, needle):
+    if "hardware=cuda" in overrides and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    door_check(make_cfg([o for o in overrides if "=" in o and o.split("=")[0] in ("env",)]))
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        door_check(make_cfg(overrides))
+
+
+def test_a_game_refused_at_the_door_leaves_no_directory(tmp_path):
+    out = tmp_path / "out"
+    proc = dgsolve(
+        "algo=exact", "env=matrix", "env.game=nope", f"hydra.run.dir={out}", cwd=tmp_path
+    )
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "is not a known matrix game" in lines[0], proc.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_run_directory_that_is_a_dangling_link_is_named_with_its_target(tmp_path):

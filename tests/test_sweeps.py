@@ -280,8 +280,14 @@ def test_an_optimising_sweeper_is_told_the_job_failed(tmp_path, capsys):
         job_of(tmp_path, 0, basic=False).failed(ConfigError("no good"))
     assert (tmp_path / FAILED_JOBS / "0.json").is_file()
     # Optuna ends the study at its first failed trial unless told otherwise
+    # the overrides are read as typed: one naming ${hydra.job.num} is not resolved here
     config = OmegaConf.create(
-        {"hydra": {"sweeper": {"max_failure_rate": 0.0}, "overrides": {"hydra": []}}}
+        {
+            "hydra": {
+                "sweeper": {"max_failure_rate": 0.0},
+                "overrides": {"hydra": ["hydra.sweep.subdir=${hydra.job.num}"]},
+            }
+        }
     )
     tolerate_failed_trials(config)
     assert config.hydra.sweeper.max_failure_rate == 1.0

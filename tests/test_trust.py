@@ -188,8 +188,17 @@ def test_nested_yaml_aliases_are_refused_at_once(trained, make_cfg, tmp_path):
         ("a: '" + "x" * (2 << 20) + "'\n", "larger than"),
         ("a: !!python/object/apply:os.system ['true']\n", "not a readable config"),
         ("[" * 5000 + "]" * 5000 + "\n", "nested too deeply|not a readable config"),
+        ("a: \x00\x01\x02\n", "not a readable config .*unacceptable character"),
     ],
-    ids=["self-alias", "interpolation doubling", "cycle", "huge", "python tag", "deep nesting"],
+    ids=[
+        "self-alias",
+        "interpolation doubling",
+        "cycle",
+        "huge",
+        "python tag",
+        "deep nesting",
+        "binary",
+    ],
 )
 def test_hostile_yaml_is_one_line(trained, text, message):
     (trained / "run_config.yaml").write_text(text)
@@ -373,3 +382,24 @@ def test_a_fifo_or_link_as_the_lock_file_is_one_line_and_never_blocks(trained, m
     with pytest.raises(RunDirError, match="is a symbolic link"):  # never followed
         run(make_cfg(args), tmp_path / "x", overrides=args)
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_policy_of_non_finite_weights_is_one_line(trained, make_cfg, tmp_path):
+    path = trained / "policy.pt"
+
+    def poisoned(value):  # every floating tensor of the policy becomes NaN
+        if isinstance(value, dict):
+            return {k: poisoned(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [poisoned(v) for v in value]
+        if torch.is_tensor(value) and value.is_floating_point():
+            return torch.full_like(value, float("nan"))
+        return value
+
+    state = poisoned(torch.load(path, weights_only=True))
+    torch.save(state, path)
+    with pytest.raises(RunDirError, match="policy holds non-finite values"):
+        load_policies(trained)
+    args = [*EXPLOIT, f"task.target={trained}"]
+    with pytest.raises(RunDirError, match="non-finite"):
+        run(make_cfg(args), tmp_path / "e", overrides=args)

@@ -137,6 +137,47 @@ FAMILIES: dict[str, Callable[..., Game]] = {
 }
 
 
+def _config_class(family: str):
+    """The dataclass that checks a family's config without building the game (None: the game
+    checks its config when it is built)."""
+    if family == "matrix":
+        from dgsolve.games.matrix import MatrixConfig
+
+        return MatrixConfig
+    if family == "lq":
+        from dgsolve.games.lq import LQConfig
+
+        return LQConfig
+    if family == "bargain":
+        from dgsolve.games.bargain.config import BargainConfig
+
+        return BargainConfig
+    if family == "openspiel":
+        from dgsolve.games.openspiel import OpenSpielConfig
+
+        return OpenSpielConfig
+    return None
+
+
+def check_config(env_cfg) -> None:
+    """Refuse, in one line, an env config whose game could not be built, from the config alone
+    (payoff tables, LQ matrices, bargaining rules, names): what the door checks before a run
+    directory exists. Games whose checks need the game itself (PettingZoo factories, MPE
+    scenario arguments) are checked when built."""
+    family = env_cfg.family
+    if family not in FAMILIES:
+        raise ConfigError(f"unknown env.family '{family}'; known: {sorted(FAMILIES)}")
+    cls = _config_class(str(family))
+    if cls is not None:
+        checked = cls.coerce(_plain(env_cfg))  # BargainConfig.coerce validates as it builds
+        if hasattr(checked, "validate"):
+            checked.validate()
+    if family == "lq":
+        from dgsolve.games.lq import lq_matrices
+
+        lq_matrices(checked)  # shapes and definiteness of the matrices
+
+
 def make(env_cfg, device: torch.device | str = "cpu") -> Game:
     """Build the game that ``env_cfg.family`` names."""
     family = env_cfg.family
