@@ -493,6 +493,7 @@ def test_a_history_is_read_within_bounds_and_a_malformed_one_plots_what_it_can(
 
     d = fake_run(tmp_path, "h")
     results("reindex", str(tmp_path), capsys=capsys)
+    monkeypatch.chdir(tmp_path)  # plot writes returns.png here
     with monkeypatch.context() as patch:
         patch.setattr(curves, "MAX_HISTORY_BYTES", 100)
         code, _, err = results("plot", "--metric", "returns", "h", capsys=capsys)
