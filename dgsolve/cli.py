@@ -43,20 +43,11 @@ from hydra.errors import (
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from dgsolve.config import register_configs
+from dgsolve.config import config_dir, register_configs
 from dgsolve.errors import ConfigError, DGSolveError, Interrupted
 
 #: what Hydra raises for a config it cannot compose: the user's to fix, so one line and status 2
 COMPOSITION_ERRORS = (ConfigCompositionException, OverrideParseException, SearchPathException)
-
-
-def config_dir() -> str:
-    """``conf/`` shipped inside the package (wheel) or beside it (source checkout)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parent / "conf"):
-        if (candidate / "config.yaml").is_file():
-            return str(candidate)
-    raise FileNotFoundError(f"dgsolve's conf/ directory is missing (looked in {here})")
 
 
 register_configs()

@@ -22,6 +22,7 @@ Every refusal is one :class:`~dgsolve.errors.RunDirError` line naming the file a
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -65,6 +66,23 @@ def read_bounded(path: Path | str, limit: int = MAX_BYTES, what: str = "config")
     if len(data) > limit:
         raise RunDirError(f"{path} is larger than {limit:,} bytes; it is not a dgsolve {what}")
     return data
+
+
+def load_json_object(path: Path | str, limit: int, what: str) -> dict:
+    """The JSON object in file ``path`` ({} where there is no such file), read within ``limit``
+    bytes; damaged JSON or another value than an object is one line naming ``what`` it should
+    be (a summary, a history)."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return {}
+    data = read_bounded(path, limit, what)
+    try:
+        out = json.loads(data)
+    except (ValueError, RecursionError) as err:
+        raise RunDirError(f"{path} is not readable JSON ({_first_line(err)})") from None
+    if not isinstance(out, dict):
+        raise RunDirError(f"{path} is not a dgsolve {what} (not a JSON object)")
+    return out
 
 
 def load_yaml(path: Path | str) -> Any:

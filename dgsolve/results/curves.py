@@ -12,14 +12,11 @@ is not a list of numbers where one belongs is left out instead of failing the pl
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 
-from dgsolve.errors import RunDirError
-from dgsolve.untrusted import read_bounded
+from dgsolve.untrusted import load_json_object
 
 #: the largest history.json read: a default bargaining run (10M decisions, 1.25M games) writes
 #: about 90 MB, a 2M-step MPE run about 10 MB
@@ -29,18 +26,7 @@ MAX_HISTORY_BYTES = 512 << 20
 def read_history(run_dir: Path | str) -> dict:
     """The run's ``history.json`` ({} where it has none); one that is too large, not a regular
     file or not a JSON object is a :class:`RunDirError` naming it."""
-    path = Path(run_dir) / "history.json"
-    if not os.path.lexists(path):
-        return {}
-    data = read_bounded(path, MAX_HISTORY_BYTES, "history")
-    try:
-        out = json.loads(data)
-    except (ValueError, RecursionError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise RunDirError(f"{path} is not readable JSON ({reason})") from None
-    if not isinstance(out, dict):
-        raise RunDirError(f"{path} is not a dgsolve history (not a JSON object)")
-    return out
+    return load_json_object(Path(run_dir) / "history.json", MAX_HISTORY_BYTES, "history")
 
 
 def curves(history: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:

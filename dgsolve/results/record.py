@@ -23,7 +23,7 @@ from typing import Any
 
 from dgsolve import lock
 from dgsolve.errors import RunDirError
-from dgsolve.untrusted import load_yaml, read_bounded
+from dgsolve.untrusted import load_json_object, load_yaml
 
 #: options that do not change what a run computes: left out of the configuration a leaderboard
 #: groups seeds by (``config_key``), and of ``compare``'s differences unless asked
@@ -68,16 +68,7 @@ def _load_yaml(path: Path) -> Any:
 
 def _read_json(path: Path) -> dict:
     """The JSON object in ``path`` ({} where there is no such file)."""
-    if not os.path.lexists(path):
-        return {}
-    data = read_bounded(path, MAX_SUMMARY_BYTES, "summary")
-    try:
-        out = json.loads(data)
-    except (ValueError, RecursionError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise RunDirError(f"{path} is not readable JSON ({reason})") from None
-    if not isinstance(out, dict):
-        raise RunDirError(f"{path} is not a dgsolve summary (not a JSON object)")
+    out = load_json_object(path, MAX_SUMMARY_BYTES, "summary")
     _check_depth(out, path)
     return out
 

@@ -304,15 +304,11 @@ def _stages_to_run(trained_now: bool, previous: dict, changed: list[str]) -> lis
 
 
 def _previous_summary(run_dir: Path) -> dict:
-    import json
+    from dgsolve.untrusted import load_json_object
 
-    from dgsolve.untrusted import read_bounded
-
-    path = Path(run_dir) / "summary.json"
     try:
-        out = json.loads(read_bounded(path, SUMMARY_BYTES, "summary"))
-        return out if isinstance(out, dict) else {}
-    except (RunDirError, ValueError):
+        return load_json_object(Path(run_dir) / "summary.json", SUMMARY_BYTES, "summary")
+    except RunDirError:
         return {}  # unreadable, or not a summary dgsolve wrote: every stage is redone
 
 
