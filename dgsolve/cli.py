@@ -61,15 +61,12 @@ def _interrupted_early(signum, _frame) -> None:
 def main(cfg: DictConfig) -> float | None:
     """One run (one job of a sweep); returns ``task.objective`` for sweepers such as Optuna."""
     from dgsolve.launchers import SweepJob, apply_job_threads
-    from dgsolve.lock import door_check
     from dgsolve.results.objective import objective_path, objective_value
     from dgsolve.run import run
 
     hydra_cfg = HydraConfig.get()
     job = SweepJob.current(hydra_cfg)  # None: a single run
-    try:
-        if job is not None and not cfg.get("resume"):
-            door_check(cfg)  # where a sweeper picks values as it goes, this is their door
+    try:  # run() checks the job at its door (door_check) before it locks or records anything
         apply_job_threads(cfg, hydra_cfg)  # a parallel sweep's job: its share of the cores
         summary = run(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task))
         value = objective_value(cfg, summary)

@@ -150,20 +150,21 @@ def is_held(path: Path | str) -> bool:
 def _open_lock(path: Path, flags: int) -> int:
     """Open ``path``'s lock file without blocking on, or following, what a hostile directory may
     hold there (a FIFO, a symbolic link); anything but a regular file is one line."""
+    what = None
     try:
         fd = os.open(path / LOCK_NAME, flags | os.O_NONBLOCK | os.O_NOFOLLOW, 0o644)
     except OSError as err:
         if err.errno != errno.ELOOP:
             raise
+        what = "a symbolic link"
+    else:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            what = "not a regular file"
+    if what is not None:
         raise RunDirError(
-            f"'{path / LOCK_NAME}' is a symbolic link; it is not a lock dgsolve wrote (remove "
-            "it, or choose another directory)"
-        ) from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise RunDirError(
-            f"'{path / LOCK_NAME}' is not a regular file; it is not a lock dgsolve wrote "
-            "(remove it, or choose another directory)"
+            f"'{path / LOCK_NAME}' is {what}; it is not a lock dgsolve wrote (remove it, or "
+            "choose another directory)"
         )
     return fd
 

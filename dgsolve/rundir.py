@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from dgsolve import games, solvers
 from dgsolve.artifacts import atomic_write_bytes
 from dgsolve.errors import DGSolveError, RunDirError
 from dgsolve.hierarchy import Hierarchy
-from dgsolve.untrusted import load_config
+from dgsolve.untrusted import first_line, load_config
 
 RUN_CONFIG = "run_config.yaml"
 CHECKPOINT_VERSION = 2
@@ -121,7 +121,7 @@ def merge_over_schema(raw: DictConfig, path: Path | str) -> DictConfig:
         key = getattr(err, "full_key", None)
         where = f"{key}: " if key else ""
         raise RunDirError(
-            f"{path}: {where}{_first_line(err)} (hand-edited, or written by another dgsolve?)"
+            f"{path}: {where}{first_line(err)} (hand-edited, or written by another dgsolve?)"
         ) from None
     return out
 
@@ -154,19 +154,19 @@ def confirmed_factory(overrides) -> str | None:
     return str(named[-1].value()) if named else None
 
 
-def config_differences(saved: dict, current: DictConfig) -> list[str]:
+def config_differences(saved: dict, current: DictConfig) -> dict[str, tuple[Any, Any]]:
     """The keys whose value in ``current`` (the config a ``resume=`` would run) differs from
-    ``saved`` (the resolved config a checkpoint was written with). Keys ``saved`` lacks (added to
-    dgsolve since), :data:`SAFE_ON_RESUME` and :data:`NOT_COMPARED` are skipped."""
+    ``saved`` (the resolved config a checkpoint was written with), with both values (the
+    current one None where ``current`` lacks the key). Keys ``saved`` lacks (added to dgsolve
+    since), :data:`SAFE_ON_RESUME` and :data:`NOT_COMPARED` are skipped."""
     now = _flatten(OmegaConf.to_container(current, resolve=True, enum_to_str=True))
     skip = (*SAFE_ON_RESUME, *NOT_COMPARED)
-    differ = []
-    for key, value in _flatten(saved).items():
-        if any(key == s or key.startswith(s + ".") for s in skip):
-            continue
-        if key not in now or now[key] != value:
-            differ.append(key)
-    return differ
+    return {
+        key: (value, now.get(key))
+        for key, value in _flatten(saved).items()
+        if not any(key == s or key.startswith(s + ".") for s in skip)
+        and (key not in now or now[key] != value)
+    }
 
 
 def check_resumed_config(state: dict, current: DictConfig, path: Path) -> None:
@@ -180,8 +180,8 @@ def check_resumed_config(state: dict, current: DictConfig, path: Path) -> None:
     differ = config_differences(saved, current)
     if differ:
         shown = ", ".join(
-            f"{k} (trained with {_show(_at(saved, k))}, now {_show(OmegaConf.select(current, k))})"
-            for k in differ[:5]
+            f"{k} (trained with {_show(then)}, now {_show(now)})"
+            for k, (then, now) in list(differ.items())[:5]
         )
         more = f" and {len(differ) - 5} more" if len(differ) > 5 else ""
         raise RunDirError(
@@ -201,14 +201,7 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _at(tree: dict, dotted: str):
-    return _flatten(tree).get(dotted)
-
-
 def _show(value) -> str:
-    value = getattr(value, "value", value)
-    if isinstance(value, (DictConfig, ListConfig)):
-        value = OmegaConf.to_container(value, resolve=True, enum_to_str=True)
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -238,7 +231,7 @@ def load_tensors(path: Path | str, what: str, map_location: Any = "cpu") -> Any:
         raise RunDirError(f"{path}: the {what} is missing") from None
     except Exception as err:  # truncated zips, random bytes, ...: torch raises many types
         raise RunDirError(
-            f"{path}: the {what} is damaged or not a torch file ({_first_line(err)})"
+            f"{path}: the {what} is damaged or not a torch file ({first_line(err)})"
         ) from None
 
 
@@ -301,7 +294,7 @@ def restore(load, state: Any, path: Path) -> None:
         raise
     except Exception as err:
         raise RunDirError(
-            f"{path} does not fit this run's networks or game ({_first_line(err)})"
+            f"{path} does not fit this run's networks or game ({first_line(err)})"
         ) from None
 
 
@@ -331,8 +324,3 @@ def load_policies(
     finally:
         game.close()
     return solver.joint_policy(), cfg
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__

@@ -38,6 +38,8 @@ MAX_BYTES = 1 << 20
 #: the most values (mappings, lists and scalars, aliases and interpolations expanded) a config
 #: may stand for (dgsolve's own run configs hold a few hundred)
 MAX_VALUES = 200_000
+#: the largest summary.json read back (dgsolve's own are a few kilobytes)
+MAX_SUMMARY_BYTES = 8 << 20
 #: the resolvers a config read from elsewhere may use: functions of the file's own values
 PURE_RESOLVERS = frozenset({"oc.select", "oc.dict.keys", "oc.dict.values", "dgsolve.prod"})
 
@@ -79,7 +81,7 @@ def load_json_object(path: Path | str, limit: int, what: str) -> dict:
     try:
         out = json.loads(data)
     except (ValueError, RecursionError) as err:
-        raise RunDirError(f"{path} is not readable JSON ({_first_line(err)})") from None
+        raise RunDirError(f"{path} is not readable JSON ({first_line(err)})") from None
     if not isinstance(out, dict):
         raise RunDirError(f"{path} is not a dgsolve {what} (not a JSON object)")
     return out
@@ -110,7 +112,7 @@ def load_yaml(path: Path | str) -> Any:
     except RecursionError:
         raise RunDirError(f"{path} is nested too deeply to be a dgsolve config") from None
     except Exception as err:  # yaml errors have many types; all mean a damaged file
-        raise RunDirError(f"{path} is not a readable config ({_first_line(err)})") from None
+        raise RunDirError(f"{path} is not a readable config ({first_line(err)})") from None
     finally:
         if loader is not None:
             loader.dispose()
@@ -130,7 +132,7 @@ def load_config(path: Path | str) -> DictConfig:
     except RunDirError:
         raise
     except Exception as err:  # a broken interpolation, a key OmegaConf cannot hold, ...
-        raise RunDirError(f"{path} is not a usable config ({_first_line(err)})") from None
+        raise RunDirError(f"{path} is not a usable config ({first_line(err)})") from None
 
 
 def check_interpolations(data: Any, path: Path | str) -> None:
@@ -274,6 +276,7 @@ def _expanded_nodes(root, path: Path) -> int:
     return count(root)
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """``Type: first line of the message`` of ``err``, for one-line errors."""
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__

@@ -137,52 +137,59 @@ FAMILIES: dict[str, Callable[..., Game]] = {
 }
 
 
-def _config_class(family: str):
-    """The dataclass that checks a family's config without building the game (None: the game
-    checks its config when it is built)."""
-    if family == "matrix":
-        from dgsolve.games.matrix import MatrixConfig
+def _check_matrix(plain: dict) -> None:
+    from dgsolve.games.matrix import MatrixConfig
 
-        return MatrixConfig
-    if family == "lq":
-        from dgsolve.games.lq import LQConfig
+    MatrixConfig.coerce(plain).validate()
 
-        return LQConfig
-    if family == "bargain":
-        from dgsolve.games.bargain.config import BargainConfig
 
-        return BargainConfig
-    if family == "openspiel":
-        from dgsolve.games.openspiel import OpenSpielConfig
+def _check_lq(plain: dict) -> None:
+    from dgsolve.games.lq import lq_matrices
 
-        return OpenSpielConfig
-    return None
+    lq_matrices(plain)  # validates, then the matrices' shapes and definiteness
+
+
+def _check_bargain(plain: dict) -> None:
+    from dgsolve.games.bargain.config import BargainConfig
+
+    BargainConfig.coerce(plain)  # validates as it builds
+
+
+def _check_openspiel(plain: dict) -> None:
+    from dgsolve.games.openspiel import OpenSpielConfig
+
+    OpenSpielConfig.coerce(plain).validate()  # the load string is checked when loaded
+
+
+#: family -> a check of its config that builds no game; the families absent here (PettingZoo
+#: factories, MPE scenario arguments) are checked when their game is built
+CONFIG_CHECKS: dict[str, Callable[[dict], None]] = {
+    "matrix": _check_matrix,
+    "lq": _check_lq,
+    "bargain": _check_bargain,
+    "openspiel": _check_openspiel,
+}
+
+
+def _family(env_cfg) -> str:
+    family = env_cfg.family
+    if family not in FAMILIES:
+        raise ConfigError(f"unknown env.family '{family}'; known: {sorted(FAMILIES)}")
+    return str(family)
 
 
 def check_config(env_cfg) -> None:
     """Refuse, in one line, an env config whose game could not be built, from the config alone
     (payoff tables, LQ matrices, bargaining rules, names): what the door checks before a run
-    directory exists. Games whose checks need the game itself (PettingZoo factories, MPE
-    scenario arguments) are checked when built."""
-    family = env_cfg.family
-    if family not in FAMILIES:
-        raise ConfigError(f"unknown env.family '{family}'; known: {sorted(FAMILIES)}")
-    cls = _config_class(str(family))
-    if cls is not None:
-        checked = cls.coerce(_plain(env_cfg))  # BargainConfig.coerce validates as it builds
-        if hasattr(checked, "validate"):
-            checked.validate()
-    if family == "lq":
-        from dgsolve.games.lq import lq_matrices
-
-        lq_matrices(checked)  # shapes and definiteness of the matrices
+    directory exists (:data:`CONFIG_CHECKS`)."""
+    check = CONFIG_CHECKS.get(_family(env_cfg))
+    if check is not None:
+        check(_plain(env_cfg))
 
 
 def make(env_cfg, device: torch.device | str = "cpu") -> Game:
     """Build the game that ``env_cfg.family`` names."""
-    family = env_cfg.family
-    if family not in FAMILIES:
-        raise ConfigError(f"unknown env.family '{family}'; known: {sorted(FAMILIES)}")
+    family = _family(env_cfg)
     if hasattr(env_cfg, "validate"):
         env_cfg.validate()
     return FAMILIES[family](env_cfg, torch.device(device))

@@ -512,14 +512,7 @@ class PettingZooGame(Game):
             self._check_step(env, out, joint)
             self._unchecked.discard(i)
         obs, rew, term, trunc, info = out
-        for a, r in rew.items():
-            self._reward[a][i] += float(r)
-        over = self._over[i]
-        for a, ended in term.items():
-            if ended:
-                self._agent_term[a][i] = True
-                over.add(a)
-        over.update(a for a, ended in trunc.items() if ended)
+        self._collect(i, rew, term, trunc)
         self._last_obs[i], self._last_info[i] = obs, info
         live = self._live(i, env)
         if live:
@@ -559,14 +552,19 @@ class PettingZooGame(Game):
 
     def _collect_aec(self, i: int, env) -> None:
         """Add the rewards of the AEC step just taken and note agents it ended."""
-        for a, r in env.rewards.items():
+        self._collect(i, env.rewards, env.terminations, env.truncations)
+
+    def _collect(self, i: int, rewards: Mapping, terminations: Mapping, truncations: Mapping):
+        """Add a step's rewards to copy ``i`` and note the agents it ended: terminated ones
+        (``agent_terminated``) and truncated ones leave the copy."""
+        for a, r in rewards.items():
             self._reward[a][i] += float(r)
         over = self._over[i]
-        for a, ended in env.terminations.items():
+        for a, ended in terminations.items():
             if ended:
                 self._agent_term[a][i] = True
                 over.add(a)
-        over.update(a for a, ended in env.truncations.items() if ended)
+        over.update(a for a, ended in truncations.items() if ended)
 
     # ------------------------------------------------------------------ rendering
     def render_episode(self, policy_fn, max_steps: int, seed: int) -> list[np.ndarray]:

@@ -8,8 +8,9 @@ the directories (``dgsolve-results reindex``). Metric names are dotted paths int
 
 A run directory may come from elsewhere, so its files are data (DESIGN.md, "Trust"): YAML is
 read by :func:`dgsolve.untrusted.load_yaml` (bounded size and alias expansion, nothing
-resolved), ``summary.json`` within :data:`MAX_SUMMARY_BYTES`, and a file that is hostile or
-damaged makes :func:`read_run` raise one :class:`~dgsolve.errors.RunDirError` line naming it.
+resolved), ``summary.json`` within :data:`dgsolve.untrusted.MAX_SUMMARY_BYTES`, and a file
+that is hostile or damaged makes :func:`read_run` raise one
+:class:`~dgsolve.errors.RunDirError` line naming it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 from dgsolve import lock
 from dgsolve.errors import RunDirError
-from dgsolve.untrusted import load_json_object, load_yaml
+from dgsolve.untrusted import MAX_SUMMARY_BYTES, load_json_object, load_yaml
 
 #: options that do not change what a run computes: left out of the configuration a leaderboard
 #: groups seeds by (``config_key``), and of ``compare``'s differences unless asked
@@ -40,8 +41,6 @@ HEADLINE = (
 #: summary sections that are bookkeeping, not results (left out of the metric names)
 NOT_METRICS = ("versions", "tiers", "missing", "seed", "iterations")
 
-#: the largest summary.json read (dgsolve's own are a few kilobytes; the index keeps it whole)
-MAX_SUMMARY_BYTES = 8 << 20
 #: the deepest nesting of mappings and lists a config or summary may have (dgsolve's own: under
 #: ten), so that the recursive readers of a record (``flatten``) cannot overflow Python's stack
 MAX_DEPTH = 64

@@ -46,8 +46,6 @@ STAGE_OPTIONS = {
     "evaluation": ("task.eval_episodes", "task.eval_games", "task.eq_tolerance"),
     "rollout": ("task.render",),
 }
-#: the largest summary.json a resumed run reads back (dgsolve's own are kilobytes)
-SUMMARY_BYTES = 16 << 20
 #: summary keys the evaluation stage writes (kept from the earlier summary when not redone)
 EVALUATION_KEYS = ("eval_episodes", "returns", "random_returns", "mean_return", "eq")
 
@@ -304,10 +302,10 @@ def _stages_to_run(trained_now: bool, previous: dict, changed: list[str]) -> lis
 
 
 def _previous_summary(run_dir: Path) -> dict:
-    from dgsolve.untrusted import load_json_object
+    from dgsolve.untrusted import MAX_SUMMARY_BYTES, load_json_object
 
     try:
-        return load_json_object(Path(run_dir) / "summary.json", SUMMARY_BYTES, "summary")
+        return load_json_object(Path(run_dir) / "summary.json", MAX_SUMMARY_BYTES, "summary")
     except RunDirError:
         return {}  # unreadable, or not a summary dgsolve wrote: every stage is redone
 
